@@ -1,0 +1,294 @@
+"""Prediction files: read, write and convert detections.
+
+A prediction is one detected instance, in the COCO results format plus optional
+attributes:
+
+    {"image_id": 9813, "category_id": 10, "score": 0.93,
+     "bbox": [x, y, w, h],                              # pixels, x/y = top-left
+     "segmentation": {"size": [h, w], "counts": "..."},  # compressed COCO RLE
+     "attribute_ids": [113, 115]}                        # optional
+
+Files are either JSON Lines (one prediction per line, what `PredictionWriter`
+writes) or one JSON list (what COCO / Fashionpedia tools write).
+"""
+
+import json
+import os
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+REQUIRED_KEYS = ("image_id", "category_id", "score")
+
+
+def _json_default(value):
+    """Let json.dumps write numpy scalars and arrays."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, bytes):
+        return value.decode("ascii")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _normalise_rle(segmentation):
+    """Return a compressed RLE dict {size: [h, w], counts: str} or raise ValueError."""
+    if not isinstance(segmentation, dict):
+        raise ValueError(
+            "'segmentation' must be an RLE dict {size: [h, w], counts: ...}, "
+            f"got {type(segmentation).__name__} (polygons are not accepted in predictions)")
+    size, counts = segmentation.get("size"), segmentation.get("counts")
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(v, int) and v >= 0 for v in size)):
+        raise ValueError(f"'segmentation.size' must be [height, width] integers, got {size!r}")
+    h, w = int(size[0]), int(size[1])
+    if isinstance(counts, list):  # uncompressed RLE -> compressed
+        if sum(counts) != h * w:
+            raise ValueError(
+                f"uncompressed RLE 'counts' sum to {sum(counts)} but size {h}x{w} "
+                f"has {h * w} pixels")
+        rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+        counts = rle["counts"]
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
+    if not isinstance(counts, str):
+        raise ValueError(f"'segmentation.counts' must be a string, got {type(counts).__name__}")
+    return {"size": [h, w], "counts": counts}
+
+
+def _attributes_from_probabilities(probabilities, index_to_id, threshold):
+    """Threshold [A] probabilities into a sorted list of attribute ids."""
+    probs = np.asarray(probabilities, dtype=np.float64).reshape(-1)  # [A]
+    indices = np.flatnonzero(probs >= threshold)  # [k]
+    if index_to_id is None:
+        return [int(i) for i in indices]
+    if len(index_to_id) != probs.shape[0]:
+        raise ValueError(
+            f"'attribute_probabilities' has {probs.shape[0]} values but "
+            f"attribute_index_to_id has {len(index_to_id)} entries; pass the mapping "
+            "of the model that made these predictions")
+    return [int(index_to_id[i]) for i in indices]
+
+
+def normalise_prediction(raw, attribute_index_to_id=None, attribute_threshold=0.5):
+    """Validate one raw prediction dict and return a clean copy.
+
+    Raises ValueError with a short description of the problem (without location:
+    callers add the file and line).
+    """
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in raw]
+    if missing:
+        raise ValueError(f"missing key(s) {', '.join(repr(k) for k in missing)}")
+    if "segmentation" not in raw and "bbox" not in raw:
+        raise ValueError("needs a 'segmentation' (RLE) or a 'bbox' [x, y, w, h]")
+    try:
+        score = float(raw["score"])
+    except (TypeError, ValueError):
+        raise ValueError(f"'score' must be a number, got {raw['score']!r}") from None
+    if not np.isfinite(score):
+        raise ValueError(f"'score' must be finite, got {raw['score']!r}")
+    for key in ("image_id", "category_id"):
+        if isinstance(raw[key], bool) or not isinstance(raw[key], (int, str)):
+            raise ValueError(f"'{key}' must be an integer or string, got {raw[key]!r}")
+    out = dict(raw)
+    out["score"] = score
+    if "segmentation" in raw:
+        out["segmentation"] = _normalise_rle(raw["segmentation"])
+    if "bbox" in raw:
+        bbox = raw["bbox"]
+        if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
+            raise ValueError(f"'bbox' must be [x, y, width, height] numbers, got {bbox!r}")
+        out["bbox"] = [float(v) for v in bbox]
+    else:
+        out["bbox"] = [float(v) for v in mask_utils.toBbox(out["segmentation"])]
+    if "attribute_ids" in raw:
+        ids = raw["attribute_ids"]
+        if not isinstance(ids, list) or not all(isinstance(a, int) for a in ids):
+            raise ValueError(f"'attribute_ids' must be a list of integers, got {ids!r}")
+    elif raw.get("attribute_probabilities") is not None:
+        out["attribute_ids"] = _attributes_from_probabilities(
+            raw["attribute_probabilities"], attribute_index_to_id, attribute_threshold)
+    return out
+
+
+def _iter_raw(path):
+    """Yield (location, raw object) for each prediction in a JSONL or JSON-list file."""
+    with open(path, "r", encoding="utf-8") as f:
+        head = f.read(4096).lstrip()
+        f.seek(0)
+        if head.startswith("["):
+            try:
+                items = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(
+                    f"{path}: line {e.lineno}: invalid JSON ({e.msg}); the file must be "
+                    "one JSON list or JSON Lines (one prediction per line)") from None
+            for i, item in enumerate(items):
+                yield f"item {i}", item
+            return
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield f"line {number}", json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(
+                    f"{path}: line {number}: invalid JSON ({e.msg} at column {e.colno}); "
+                    "each line must hold one prediction object") from None
+
+
+def read_predictions(path, attribute_index_to_id=None, attribute_threshold=0.5):
+    """Yield normalised prediction dicts from a JSON Lines or JSON-list file.
+
+    Args:
+        path: the predictions file.
+        attribute_index_to_id: optional list mapping the contiguous attribute index
+            of `attribute_probabilities` to dataset attribute ids.
+        attribute_threshold: probability at which an attribute counts as present.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: a record is malformed; the message names the file and line.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"predictions file {path} does not exist; check the path")
+    for where, raw in _iter_raw(path):
+        try:
+            yield normalise_prediction(raw, attribute_index_to_id, attribute_threshold)
+        except ValueError as e:
+            raise ValueError(f"{path}: {where}: {e}") from None
+
+
+class PredictionWriter:
+    """Write predictions as JSON Lines, atomically.
+
+    Lines go to `path + ".tmp"`; on a clean exit the file is renamed to `path`, on
+    an exception the temporary file is removed, so `path` is never half written.
+
+    Example:
+        with PredictionWriter("out/predictions.jsonl") as writer:
+            for record in detection_to_records(...):
+                writer.write(record)
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self.tmp_path = self.path + ".tmp"
+        self.count = 0
+        self._file = None
+
+    def __enter__(self):
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, exist_ok=True)
+        self._file = open(self.tmp_path, "w", encoding="utf-8")
+        return self
+
+    def write(self, record):
+        """Write one prediction dict as one line."""
+        if self._file is None:
+            raise RuntimeError("PredictionWriter.write called outside its 'with' block")
+        self._file.write(json.dumps(record, default=_json_default, separators=(",", ":")))
+        self._file.write("\n")
+        self.count += 1
+
+    def write_all(self, records):
+        for record in records:
+            self.write(record)
+
+    def __exit__(self, exc_type, exc, tb):
+        self._file.close()
+        self._file = None
+        if exc_type is None:
+            os.replace(self.tmp_path, self.path)
+        elif os.path.exists(self.tmp_path):
+            os.remove(self.tmp_path)
+        return False
+
+
+def encode_mask(mask):
+    """[H, W] bool mask -> compressed RLE dict {size: [h, w], counts: str}."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))  # Fortran order
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def _category_lookup(mapping, class_id):
+    if mapping is None:
+        return int(class_id)
+    if callable(mapping):
+        return int(mapping(int(class_id)))
+    try:
+        return int(mapping[int(class_id)])
+    except (KeyError, IndexError):
+        raise ValueError(
+            f"class id {int(class_id)} has no entry in class_id_to_category_id; "
+            "pass the mapping of the dataset the model was trained on") from None
+
+
+def detection_to_records(image_id, filename, result, class_id_to_category_id=None,
+                         attribute_index_to_id=None, attribute_threshold=0.5, first_id=1):
+    """Convert one matterport `detect()` result into JSON-able prediction dicts.
+
+    Args:
+        image_id: the dataset's image id (written as is).
+        filename: the image's file name (kept for humans and submissions).
+        result: dict with `rois` [N, (y1, x1, y2, x2)] pixels (y2/x2 exclusive),
+            `class_ids` [N], `scores` [N], `masks` [H, W, N] bool, optional
+            `attribute_probabilities` [N, A] and `mask_scores` [N].
+        class_id_to_category_id: dict, list or callable mapping the model's class
+            ids to dataset category ids; None keeps the class ids.
+        attribute_index_to_id: list mapping attribute index -> attribute id.
+        attribute_threshold: probability at which an attribute is predicted.
+        first_id: `id` of the first record; the rest count up from it.
+
+    Returns:
+        list of N dicts with keys image_id, filename, category_id, bbox [x, y, w, h],
+        score, segmentation {size [h, w], counts str}, mask_mean_score,
+        mask_area_fraction, attribute_probabilities, attribute_ids, id.
+    """
+    rois = np.asarray(result["rois"]).reshape(-1, 4)  # [N, 4] (y1, x1, y2, x2)
+    class_ids = np.asarray(result["class_ids"]).reshape(-1)  # [N]
+    scores = np.asarray(result["scores"]).reshape(-1)  # [N]
+    masks = np.asarray(result["masks"])  # [H, W, N] bool
+    n = rois.shape[0]
+    if masks.ndim != 3 or masks.shape[-1] != n or class_ids.shape[0] != n or scores.shape[0] != n:
+        raise ValueError(
+            f"detection result for image {image_id} is inconsistent: rois {rois.shape}, "
+            f"class_ids {class_ids.shape}, scores {scores.shape}, masks {masks.shape}; "
+            "expected N rois, N class ids, N scores and masks [H, W, N]")
+    probs = result.get("attribute_probabilities")
+    probs = None if probs is None else np.asarray(probs, dtype=np.float32).reshape(n, -1)  # [N, A]
+    mask_scores = result.get("mask_scores")
+    mask_scores = None if mask_scores is None else np.asarray(mask_scores).reshape(-1)  # [N]
+    pixels = float(masks.shape[0] * masks.shape[1])
+    records = []
+    for i in range(n):
+        y1, x1, y2, x2 = (float(v) for v in rois[i])
+        mask = masks[:, :, i].astype(bool)  # [H, W]
+        record = {
+            "image_id": image_id,
+            "filename": filename,
+            "category_id": _category_lookup(class_id_to_category_id, class_ids[i]),
+            "bbox": [x1, y1, x2 - x1, y2 - y1],
+            "score": float(scores[i]),
+            "segmentation": encode_mask(mask),
+            "mask_mean_score": None if mask_scores is None else float(mask_scores[i]),
+            "mask_area_fraction": float(mask.sum()) / pixels if pixels else 0.0,
+            "attribute_probabilities": None,
+            "attribute_ids": [],
+            "id": first_id + i,
+        }
+        if probs is not None:
+            record["attribute_probabilities"] = [round(float(p), 5) for p in probs[i]]
+            record["attribute_ids"] = _attributes_from_probabilities(
+                probs[i], attribute_index_to_id, attribute_threshold)
+        records.append(record)
+    return records
