@@ -1,0 +1,199 @@
+"""Box arithmetic on tensors, in matterport's conventions.
+
+Boxes are ``(y1, x1, y2, x2)``; graph code works in normalised coordinates where a box's
+height is ``y2 - y1`` (see ``docs/interfaces.md``). Deltas are ``(dy, dx, log(dh),
+log(dw))``. Every function accepts any number of leading batch dimensions unless its
+docstring says otherwise, so layers can stay vectorised over the batch.
+"""
+
+import tensorflow as tf
+
+# Offsets into image meta (see docs/interfaces.md):
+# [image_id(1), original_shape(3), image_shape(3), window(4), scale(1), active_class_ids]
+_META_IMAGE_SHAPE = slice(4, 7)
+_META_WINDOW = slice(7, 11)
+
+
+def apply_box_deltas(boxes, deltas):
+    """Applies ``(dy, dx, log(dh), log(dw))`` deltas to boxes.
+
+    Args:
+        boxes: ``[..., 4]`` float ``(y1, x1, y2, x2)``.
+        deltas: ``[..., 4]`` float, broadcastable against ``boxes``; already multiplied
+            by the std-dev (this function does not scale them).
+
+    Returns:
+        ``[..., 4]`` refined boxes.
+    """
+    boxes = tf.cast(boxes, tf.float32)
+    deltas = tf.cast(deltas, tf.float32)
+    height = boxes[..., 2] - boxes[..., 0]  # [...]
+    width = boxes[..., 3] - boxes[..., 1]  # [...]
+    center_y = boxes[..., 0] + 0.5 * height + deltas[..., 0] * height
+    center_x = boxes[..., 1] + 0.5 * width + deltas[..., 1] * width
+    height = height * tf.exp(deltas[..., 2])
+    width = width * tf.exp(deltas[..., 3])
+    y1 = center_y - 0.5 * height
+    x1 = center_x - 0.5 * width
+    return tf.stack([y1, x1, y1 + height, x1 + width], axis=-1)  # [..., 4]
+
+
+def clip_boxes(boxes, window):
+    """Clips boxes to a window.
+
+    Args:
+        boxes: ``[..., 4]`` ``(y1, x1, y2, x2)``.
+        window: ``[4]`` or ``[..., 4]`` broadcastable against ``boxes``
+            ``(wy1, wx1, wy2, wx2)``, e.g. ``[B, 1, 4]`` for ``[B, N, 4]`` boxes.
+
+    Returns:
+        ``[..., 4]`` boxes with every coordinate inside the window.
+    """
+    boxes = tf.cast(boxes, tf.float32)
+    window = tf.cast(window, tf.float32)
+    low = tf.concat([window[..., :2], window[..., :2]], axis=-1)  # [..., 4] wy1 wx1 wy1 wx1
+    high = tf.concat([window[..., 2:], window[..., 2:]], axis=-1)  # [..., 4] wy2 wx2 wy2 wx2
+    return tf.maximum(tf.minimum(boxes, high), low)
+
+
+def box_refinement(box, gt_box):
+    """Deltas that turn ``box`` into ``gt_box`` (the inverse of ``apply_box_deltas``).
+
+    Args:
+        box: ``[..., 4]`` source boxes.
+        gt_box: ``[..., 4]`` target boxes, same shape.
+
+    Returns:
+        ``[..., 4]`` ``(dy, dx, log(dh), log(dw))``, not divided by the std-dev.
+    """
+    box = tf.cast(box, tf.float32)
+    gt_box = tf.cast(gt_box, tf.float32)
+    height = box[..., 2] - box[..., 0]
+    width = box[..., 3] - box[..., 1]
+    center_y = box[..., 0] + 0.5 * height
+    center_x = box[..., 1] + 0.5 * width
+    gt_height = gt_box[..., 2] - gt_box[..., 0]
+    gt_width = gt_box[..., 3] - gt_box[..., 1]
+    gt_center_y = gt_box[..., 0] + 0.5 * gt_height
+    gt_center_x = gt_box[..., 1] + 0.5 * gt_width
+    dy = (gt_center_y - center_y) / height
+    dx = (gt_center_x - center_x) / width
+    dh = tf.math.log(gt_height / height)
+    dw = tf.math.log(gt_width / width)
+    return tf.stack([dy, dx, dh, dw], axis=-1)  # [..., 4]
+
+
+def box_area(boxes):
+    """``[..., 4]`` boxes -> ``[...]`` areas ``(y2 - y1) * (x2 - x1)``."""
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def overlaps(boxes1, boxes2):
+    """IoU matrix between two sets of boxes.
+
+    Args:
+        boxes1: ``[..., N1, 4]``.
+        boxes2: ``[..., N2, 4]`` (same leading dimensions).
+
+    Returns:
+        ``[..., N1, N2]`` IoU; 0 where the union is empty (e.g. zero padding).
+    """
+    boxes1 = tf.cast(boxes1, tf.float32)
+    boxes2 = tf.cast(boxes2, tf.float32)
+    b1 = tf.expand_dims(boxes1, -2)  # [..., N1, 1, 4]
+    b2 = tf.expand_dims(boxes2, -3)  # [..., 1, N2, 4]
+    y1 = tf.maximum(b1[..., 0], b2[..., 0])  # [..., N1, N2]
+    x1 = tf.maximum(b1[..., 1], b2[..., 1])
+    y2 = tf.minimum(b1[..., 2], b2[..., 2])
+    x2 = tf.minimum(b1[..., 3], b2[..., 3])
+    intersection = tf.maximum(y2 - y1, 0.0) * tf.maximum(x2 - x1, 0.0)
+    union = box_area(b1) + box_area(b2) - intersection  # [..., N1, N2]
+    return tf.math.divide_no_nan(intersection, union)
+
+
+def _shape_scale(shape):
+    """``(h, w)`` -> ``[4]`` float ``(h - 1, w - 1, h - 1, w - 1)``; also ``[..., 2]``."""
+    shape = tf.cast(shape, tf.float32)
+    hw = shape[..., :2] - 1.0
+    return tf.concat([hw, hw], axis=-1)
+
+
+def norm_boxes(boxes, shape):
+    """Pixel boxes (exclusive y2/x2) -> normalised boxes, as ``utils.norm_boxes``.
+
+    Args:
+        boxes: ``[..., 4]`` pixel ``(y1, x1, y2, x2)``.
+        shape: ``(height, width)`` of the image, ``[2]`` (or ``[..., 2]`` broadcastable).
+    """
+    shift = tf.constant([0.0, 0.0, 1.0, 1.0])
+    return (tf.cast(boxes, tf.float32) - shift) / _shape_scale(shape)
+
+
+def denorm_boxes(boxes, shape):
+    """Normalised boxes -> int32 pixel boxes, as ``utils.denorm_boxes``."""
+    shift = tf.constant([0.0, 0.0, 1.0, 1.0])
+    pixels = tf.cast(boxes, tf.float32) * _shape_scale(shape) + shift
+    return tf.cast(tf.round(pixels), tf.int32)
+
+
+def trim_zeros(boxes):
+    """Drops all-zero rows (padding) of ``[N, 4]`` boxes.
+
+    Returns:
+        ``(boxes [M, 4], non_zero [N] bool)``.
+    """
+    non_zero = tf.reduce_any(tf.not_equal(boxes, 0), axis=-1)  # [N]
+    return tf.boolean_mask(boxes, non_zero), non_zero
+
+
+def non_zero_rows(boxes):
+    """``[..., N, 4]`` -> ``[..., N]`` bool, True where a row is not zero padding."""
+    return tf.reduce_any(tf.not_equal(boxes, 0), axis=-1)
+
+
+def parse_image_meta_graph(meta):
+    """Splits ``[B, IMAGE_META_SIZE]`` image meta into its fields (float32 tensors)."""
+    meta = tf.cast(meta, tf.float32)
+    return {
+        "image_id": meta[:, 0],  # [B]
+        "original_image_shape": meta[:, 1:4],  # [B, 3]
+        "image_shape": meta[:, _META_IMAGE_SHAPE],  # [B, 3] (h, w, c)
+        "window": meta[:, _META_WINDOW],  # [B, 4] pixels (y1, x1, y2, x2)
+        "scale": meta[:, 11],  # [B]
+        "active_class_ids": meta[:, 12:],  # [B, NUM_CLASSES]
+    }
+
+
+def batched_nms_padded(boxes, scores, max_output_size, iou_threshold,
+                       score_threshold=float("-inf")):
+    """Greedy NMS per image with outputs padded to a fixed size.
+
+    Uses the same kernel as ``tf.image.non_max_suppression`` (one call per image).
+
+    Args:
+        boxes: ``[B, N, 4]``.
+        scores: ``[B, N]``.
+        max_output_size: python int, the padded output length ``K``.
+        iou_threshold: python float; a box is suppressed when its IoU with a kept box
+            is above it.
+        score_threshold: boxes scoring at or below it are never kept.
+
+    Returns:
+        ``(indices [B, K] int32, valid [B, K] bool)``; indices are in decreasing score
+        order and only the first ``sum(valid)`` of a row are meaningful.
+    """
+    k = int(max_output_size)
+
+    def one_image(args):
+        image_boxes, image_scores = args  # [N, 4], [N]
+        indices, count = tf.raw_ops.NonMaxSuppressionV4(
+            boxes=image_boxes, scores=image_scores, max_output_size=k,
+            iou_threshold=float(iou_threshold), score_threshold=float(score_threshold),
+            pad_to_max_output_size=True)
+        return indices, count  # [K], []
+
+    indices, counts = tf.map_fn(
+        one_image, (tf.cast(boxes, tf.float32), tf.cast(scores, tf.float32)),
+        fn_output_signature=(tf.TensorSpec([k], tf.int32), tf.TensorSpec([], tf.int32)))
+    valid = tf.range(k)[tf.newaxis, :] < counts[:, tf.newaxis]  # [B, K]
+    return indices, valid
