@@ -1,0 +1,34 @@
+"""Classifier and box-regression head (matterport's fpn_classifier_graph)."""
+from keras import layers
+
+from mrcnn.heads.common import FlattenRois, UnflattenRois
+
+
+def _bn(x, name, train_bn):
+    return layers.BatchNormalization(name=name, epsilon=1e-3)(x, training=train_bn)
+
+
+def box_head(pooled, num_rois, num_classes, train_bn=True, fc_layers_size=1024):
+    """ROI features -> class logits, probabilities, box deltas and shared features.
+
+    pooled: [B, num_rois, pool, pool, C] from PyramidROIAlign.
+    Returns mrcnn_class_logits [B, R, classes], mrcnn_class [B, R, classes],
+    mrcnn_bbox [B, R, classes, 4] and the shared feature [B, R, fc_layers_size].
+    The two "fc" layers are convolutions as in matterport, so its weights load.
+    """
+    pool = pooled.shape[2]
+    x = FlattenRois()(pooled)                                   # [B*R, pool, pool, C]
+    x = layers.Conv2D(fc_layers_size, pool, padding="valid", name="mrcnn_class_conv1")(x)
+    x = layers.Activation("relu")(_bn(x, "mrcnn_class_bn1", train_bn))
+    x = layers.Conv2D(fc_layers_size, 1, name="mrcnn_class_conv2")(x)
+    x = layers.Activation("relu")(_bn(x, "mrcnn_class_bn2", train_bn))
+    shared = layers.Reshape((fc_layers_size,), name="pool_squeeze")(x)  # [B*R, fc]
+    logits = layers.Dense(num_classes, name="mrcnn_class_logits")(shared)
+    probs = layers.Activation("softmax", dtype="float32", name="mrcnn_class_probs")(logits)
+    bbox = layers.Dense(num_classes * 4, name="mrcnn_bbox_fc")(shared)
+    bbox = layers.Reshape((num_classes, 4))(bbox)               # [B*R, classes, 4]
+    unflat = UnflattenRois(num_rois)
+    return (unflat(logits, name="mrcnn_class_logits_rois"),
+            unflat(probs, name="mrcnn_class"),
+            unflat(bbox, name="mrcnn_bbox"),
+            unflat(shared, name="mrcnn_shared_features"))

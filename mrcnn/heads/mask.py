@@ -1,0 +1,19 @@
+"""Mask head (matterport's build_fpn_mask_graph)."""
+from keras import layers
+
+from mrcnn.heads.common import FlattenRois, UnflattenRois
+
+
+def mask_head(pooled, num_rois, num_classes, train_bn=True, depth=256):
+    """ROI features [B, R, p, p, C] -> per-class mask probabilities [B, R, 2p, 2p, classes]."""
+    x = FlattenRois()(pooled)                                   # [B*R, p, p, C]
+    for i in range(1, 5):
+        x = layers.Conv2D(depth, 3, padding="same", name=f"mrcnn_mask_conv{i}")(x)
+        x = layers.BatchNormalization(name=f"mrcnn_mask_bn{i}", epsilon=1e-3)(
+            x, training=train_bn)
+        x = layers.Activation("relu")(x)
+    x = layers.Conv2DTranspose(depth, 2, strides=2, activation="relu",
+                               name="mrcnn_mask_deconv")(x)     # [B*R, 2p, 2p, depth]
+    x = layers.Conv2D(num_classes, 1, activation="sigmoid", dtype="float32",
+                      name="mrcnn_mask")(x)                    # [B*R, 2p, 2p, classes]
+    return UnflattenRois(num_rois)(x, name="mrcnn_mask_rois")
