@@ -1,0 +1,292 @@
+"""Train on a remote GPU box over SSH: sync code, launch detached runs, watch, fetch results.
+
+Pure Python (paramiko): no ssh, scp or rsync binaries needed locally. On the remote host
+it needs a POSIX ``sh``, ``setsid`` (util-linux), ``/proc`` (Linux) and, for ``--docker``,
+docker with the NVIDIA container toolkit.
+
+Connection settings come from flags, then environment variables, then a config file::
+
+    --host --port --user --key --known-hosts --config     (flags)
+    DGX_HOST DGX_PORT DGX_USER DGX_KEY DGX_KNOWN_HOSTS DGX_DEST DGX_DOCKER_IMAGE DGX_CONFIG
+
+    # dgx.ini                                  # or dgx.json
+    [dgx]                                      {"host": "dgx.example.org", "port": 22,
+    host = dgx.example.org                      "user": "me", "key": "~/.ssh/id_ed25519",
+    user = me                                   "dest": "work/fashion"}
+    key = ~/.ssh/id_ed25519
+    dest = work/fashion
+    docker_image = fashion-mrcnn:latest
+
+Authentication uses the key (``--key``), else an ssh-agent or the default keys in
+``~/.ssh``; a password is only ever typed at a prompt (``--ask-password``), never passed
+on the command line or stored in a file. The host key is checked against ``known_hosts``
+(``--known-hosts``, default ``~/.ssh/known_hosts``): an unknown host is refused with its
+fingerprint (check it, then rerun with ``--accept-new-host-key`` to record it); a changed
+key is always refused. Remote relative paths start in the remote home directory.
+
+Commands (every failure prints one sentence and exits with code 2)::
+
+    # send the project (only new or changed files; .gitignore and --exclude respected)
+    python fashion/DGX_ssh_comm.py sync --src . --dest work/fashion --exclude 'data/'
+
+    # start training detached (survives the SSH session); prints a run id
+    python fashion/DGX_ssh_comm.py run --dest work/fashion -- \\
+        python fashion/fashion.py train --dataset data/imat --weights coco
+    # ... inside the GPU image (built from docker/Dockerfile), project mounted at /workspace
+    python fashion/DGX_ssh_comm.py run --dest work/fashion --docker -- python train.py
+    python fashion/DGX_ssh_comm.py run --dest work/fashion --docker my/image:tag -- nvidia-smi
+
+    python fashion/DGX_ssh_comm.py status --dest work/fashion            # all runs
+    python fashion/DGX_ssh_comm.py status --dest work/fashion RUN_ID     # one run
+    python fashion/DGX_ssh_comm.py logs --dest work/fashion RUN_ID --tail 50 --follow
+    python fashion/DGX_ssh_comm.py stop --dest work/fashion RUN_ID --grace 30
+
+    # bring back checkpoints, logs or predictions (file or directory; resumable)
+    python fashion/DGX_ssh_comm.py fetch --remote work/fashion/logs --local results/
+
+    # TensorBoard on the host's port 6006 at http://localhost:16006 (Ctrl-C ends it)
+    python fashion/DGX_ssh_comm.py tunnel --remote-port 6006 --local-port 16006
+
+    # the original short form: sync SRC to DEST, then run the shell command CMD there
+    python fashion/DGX_ssh_comm.py -s . -d work/fashion -c "python train.py --epochs 10"
+
+Details:
+
+- ``sync`` compares size and modification time, uploads to ``NAME.part`` and renames on
+  the host, so an interrupted sync leaves no truncated file under a real name; rerun it
+  to finish. It reads ``SRC/.gitignore`` (gitignore syntax: ``*``, ``**``, ``!``,
+  trailing ``/``), always skips ``.git/`` and ``*.part``, sends in-tree file links as
+  files and never follows directory links or links leaving the source tree.
+- ``run`` writes ``DEST/logs/RUN_ID.{sh,json,log,pid,exit}``: the command's output goes
+  to ``RUN_ID.log`` and its exit code to ``RUN_ID.exit``. Arguments are shell-quoted, so
+  a file name or an argument such as ``$(...)`` reaches the command literally. A
+  command that is not found ends with exit code 127 and a ``[dgx]`` line in the log.
+  With ``--docker`` (or ``docker_image`` in the settings; ``--no-docker`` turns it off)
+  it runs ``docker run --rm --gpus all -v DEST:/workspace -w /workspace IMAGE COMMAND``;
+  the default image is ``fashion-mrcnn:latest``.
+- ``stop`` sends TERM to the run's process group (and ``docker stop`` to its
+  container), waits ``--grace`` seconds, then sends KILL; the run shows exit code 143
+  (TERM) or 137 (KILL).
+- ``fetch`` downloads into ``LOCAL/NAME`` through ``NAME.part``, resumes a ``.part``
+  from its size, checks the size and renames atomically; unchanged files are skipped.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import paramiko
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fashion.remote import jobs, transfer  # noqa: E402
+from fashion.remote.connection import connect  # noqa: E402
+from fashion.remote.settings import (DEFAULT_IMAGE, RemoteError, load_settings,  # noqa: E402
+                                     require)
+from fashion.remote.tunnel import Tunnel  # noqa: E402
+
+COMMANDS = ("sync", "run", "status", "logs", "stop", "fetch", "tunnel")
+LEGACY_FLAGS = ("-s", "--syncsrc", "-d", "--syncdest", "-c", "--command")
+
+
+def _connection_flags():
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("connection")
+    group.add_argument("--host", help="remote host name or address (DGX_HOST)")
+    group.add_argument("--port", type=int, help="SSH port, default 22 (DGX_PORT)")
+    group.add_argument("--user", help="remote user, default the local user (DGX_USER)")
+    group.add_argument("--key", help="private key file (DGX_KEY); else agent/~/.ssh keys")
+    group.add_argument("--known-hosts", dest="known_hosts",
+                       help="known_hosts file, default ~/.ssh/known_hosts")
+    group.add_argument("--config", help="INI ([dgx] section) or JSON settings file")
+    group.add_argument("--accept-new-host-key", action="store_true", default=None,
+                       help="record the key of a host not yet in known_hosts")
+    group.add_argument("--ask-password", action="store_true", default=None,
+                       help="prompt for a password (never taken from flags or files)")
+    group.add_argument("--timeout", type=float, default=None,
+                       help="connect timeout in seconds, default 10")
+    return common
+
+
+def _docker_flags(parser):
+    parser.add_argument("--docker", nargs="?", const="", default=None, metavar="IMAGE",
+                        help=f"run inside docker (default image {DEFAULT_IMAGE})")
+    parser.add_argument("--no-docker", action="store_true",
+                        help="ignore a docker image set in DGX_DOCKER_IMAGE or the config")
+
+
+def build_parser():
+    common = _connection_flags()
+    parser = argparse.ArgumentParser(
+        prog="DGX_ssh_comm.py", description="Sync, run, watch and fetch on a GPU host "
+        "over SSH. See the module docstring for examples.")
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    p = sub.add_parser("sync", parents=[common], help="send changed files")
+    p.add_argument("--src", required=True, help="local source directory")
+    p.add_argument("--dest", help="remote directory (DGX_DEST)")
+    p.add_argument("--exclude", action="append", default=[], help="gitignore-style pattern")
+    p = sub.add_parser("run", parents=[common], help="start a detached run: run -- CMD...")
+    p.add_argument("--dest", help="remote project directory (DGX_DEST)")
+    p.add_argument("--run-id", help="choose the run id (default: time stamp + random)")
+    _docker_flags(p)
+    p = sub.add_parser("status", parents=[common], help="state and exit code of runs")
+    p.add_argument("run_id", nargs="?")
+    p.add_argument("--dest", help="remote project directory (DGX_DEST)")
+    p = sub.add_parser("logs", parents=[common], help="print (and follow) a run's log")
+    p.add_argument("run_id")
+    p.add_argument("--dest", help="remote project directory (DGX_DEST)")
+    p.add_argument("--tail", type=int, default=200, help="last N lines, 0 for all")
+    p.add_argument("--follow", "-f", action="store_true", help="print until the run ends")
+    p = sub.add_parser("stop", parents=[common], help="TERM, then KILL, a run")
+    p.add_argument("run_id")
+    p.add_argument("--dest", help="remote project directory (DGX_DEST)")
+    p.add_argument("--grace", type=float, default=10.0, help="seconds between TERM and KILL")
+    p = sub.add_parser("fetch", parents=[common], help="download a file or directory")
+    p.add_argument("--remote", required=True, help="remote file or directory")
+    p.add_argument("--local", required=True, help="local directory to download into")
+    p = sub.add_parser("tunnel", parents=[common], help="forward a local port (TensorBoard)")
+    p.add_argument("--remote-port", type=int, default=6006)
+    p.add_argument("--local-port", type=int, default=16006)
+    p.add_argument("--remote-host", default="127.0.0.1", help="as seen from the host")
+    p.add_argument("--seconds", type=float, default=None, help="close after N seconds")
+    return parser
+
+
+def build_legacy_parser():
+    parser = argparse.ArgumentParser(
+        prog="DGX_ssh_comm.py", parents=[_connection_flags()],
+        description="Short form: sync SRC to DEST, then run CMD (a shell command) there.")
+    parser.add_argument("-s", "--syncsrc", help="local source directory")
+    parser.add_argument("-d", "--syncdest", help="remote directory (DGX_DEST)")
+    parser.add_argument("-c", "--command", help="shell command to run in DEST after sync")
+    parser.add_argument("--exclude", action="append", default=[])
+    _docker_flags(parser)
+    return parser
+
+
+def _settings(args):
+    flags = {k: getattr(args, k, None) for k in (
+        "host", "port", "user", "key", "known_hosts", "config", "timeout",
+        "accept_new_host_key", "ask_password")}
+    flags["dest"] = getattr(args, "dest", None) or getattr(args, "syncdest", None)
+    settings = load_settings(flags)
+    require(settings, "host")
+    return settings
+
+
+def _docker_image(args, settings):
+    if args.no_docker:
+        return None
+    if args.docker is not None:
+        return args.docker or settings.docker_image or DEFAULT_IMAGE
+    return settings.docker_image
+
+
+def _start(client, settings, args, argv):
+    run_id = jobs.start_run(client, settings.dest, argv, _docker_image(args, settings),
+                            run_id=getattr(args, "run_id", None))
+    print(f"run {run_id} started in {settings.dest} on {settings.host}; "
+          f"log: {settings.dest}/logs/{run_id}.log")
+    print(run_id)
+    return 0
+
+
+def dispatch(args, command):
+    """Run one parsed subcommand; returns the exit code."""
+    settings = _settings(args)
+    if args.cmd in ("sync", "run", "status", "logs", "stop", "legacy"):
+        require(settings, "dest")
+    client = connect(settings)
+    try:
+        if args.cmd == "sync":
+            transfer.sync(client, args.src, settings.dest, args.exclude)
+        elif args.cmd == "run":
+            return _start(client, settings, args, command)
+        elif args.cmd == "status":
+            states = jobs.run_states(client, settings.dest, args.run_id)
+            for state in states:
+                print(jobs.format_state(state))
+            if not states:
+                print(f"no runs in {settings.dest}/logs")
+        elif args.cmd == "logs":
+            jobs.show_log(client, settings.dest, args.run_id, args.tail, args.follow)
+        elif args.cmd == "stop":
+            signal = jobs.stop_run(client, settings.dest, args.run_id, args.grace)
+            print(f"run {args.run_id}: " + ("had already ended" if signal == "already"
+                                             else f"stopped with SIG{signal}"))
+        elif args.cmd == "fetch":
+            transfer.fetch(client, args.remote, args.local)
+        elif args.cmd == "tunnel":
+            _tunnel(client, args)
+        elif args.cmd == "legacy":
+            if args.syncsrc:
+                transfer.sync(client, args.syncsrc, settings.dest, args.exclude)
+            if args.command:
+                return _start(client, settings, args, ["sh", "-c", args.command])
+        return 0
+    finally:
+        client.close()
+
+
+def _tunnel(client, args):
+    tunnel = Tunnel(client.get_transport(), args.local_port, args.remote_port,
+                    args.remote_host).start()
+    print(f"forwarding 127.0.0.1:{tunnel.local_port} -> {args.remote_host}:"
+          f"{args.remote_port} on the host; Ctrl-C to stop", flush=True)
+    deadline = None if args.seconds is None else time.monotonic() + args.seconds
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            if not client.get_transport().is_active():
+                raise RemoteError("the SSH connection closed; rerun tunnel.")
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        tunnel.close()
+    for error in tunnel.errors[:1]:
+        print(f"warning: {error}", file=sys.stderr)
+
+
+def parse(argv):
+    """Parse argv (subcommand form or the seed's -s/-d/-c form); returns (args, command)."""
+    argv = list(argv)
+    if not any(a in COMMANDS for a in argv[:1]) and any(
+            a.split("=")[0] in LEGACY_FLAGS for a in argv):
+        args = build_legacy_parser().parse_args(argv)
+        if not (args.syncsrc or args.command):
+            raise RemoteError("the short form needs -s SRC and/or -c CMD (with -d DEST); "
+                              "see --help.")
+        args.cmd = "legacy"
+        return args, None
+    command = []
+    if argv[:1] == ["run"] and "--" in argv:
+        cut = argv.index("--")
+        argv, command = argv[:cut], argv[cut + 1:]
+    args = build_parser().parse_args(argv)
+    if args.cmd == "run" and not command:
+        raise RemoteError("run needs a command after '--', e.g. run --dest DIR -- "
+                          "python train.py.")
+    return args, command
+
+
+def main(argv=None):
+    """CLI entry point; returns the exit code (0 ok, 2 for a clear error)."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args, command = parse(argv)
+        return dispatch(args, command)
+    except RemoteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        print(f"error: connection or I/O failure ({exc or type(exc).__name__}); check "
+              f"the host and rerun the same command.", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
