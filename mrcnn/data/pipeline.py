@@ -1,0 +1,203 @@
+"""The tf.data input pipeline: records -> (augmentation) -> targets -> batches.
+
+Sources of records:
+- ``DatasetSource(dataset, config)``: decodes images and masks from a utils.Dataset.
+- ``mrcnn.data.h5cache.H5RecordSource``: reads a prebuilt H5 cache (fast).
+- ``mrcnn.data.tfrecords.read_tfrecords``: parses TFRecords in-graph (TPU, multi-worker).
+
+Python sources run in parallel ``tf.numpy_function`` calls; targets (boxes, mini-masks,
+RPN targets, padding) are built in TensorFlow, so batches have static shapes.
+Samples that cannot be used (unreadable image, no instances) are skipped and counted.
+"""
+import logging
+import threading
+
+import numpy as np
+import tensorflow as tf
+
+from mrcnn.data.records import BadSample, build_record
+from mrcnn.ops.anchors import pixel_anchors
+from mrcnn.ops.targets import record_to_inputs
+
+log = logging.getLogger("mrcnn")
+
+# imgaug augmenters that move pixels, so masks must follow (matterport's list).
+MASK_AUGMENTERS = ["Sequential", "SomeOf", "OneOf", "Sometimes", "Fliplr", "Flipud",
+                   "CropAndPad", "Affine", "PiecewiseAffine"]
+
+
+class DatasetSource:
+    """Records built on the fly from a prepared utils.Dataset."""
+
+    def __init__(self, dataset, config):
+        self.dataset = dataset
+        self.config = config
+        self.image_ids = np.asarray(dataset.image_ids)
+
+    def __len__(self):
+        return len(self.image_ids)
+
+    def get(self, index):
+        return build_record(self.dataset, self.config, int(self.image_ids[index]))
+
+    def describe(self, index):
+        return self.dataset.image_reference(int(self.image_ids[index]))
+
+
+class SkipCounter:
+    """Counts skipped samples and logs the first few reasons (thread-safe)."""
+
+    def __init__(self, show=5):
+        self.count = 0
+        self.reasons = []
+        self.show = show
+        self._lock = threading.Lock()
+
+    def add(self, reason):
+        with self._lock:
+            self.count += 1
+            if len(self.reasons) < self.show:
+                self.reasons.append(reason)
+                log.warning("Skipping a training sample: %s", reason)
+            elif len(self.reasons) == self.show:
+                self.reasons.append("...")
+                log.warning("Further skipped samples are counted, not listed.")
+
+
+def augment_record(record, augmentation):
+    """Applies an imgaug augmenter to a record's image, and its geometric part to masks."""
+    from mrcnn.compat import import_imgaug
+    import_imgaug()
+    import imgaug
+
+    def hook(images, augmenter, parents, default):
+        return augmenter.__class__.__name__ in MASK_AUGMENTERS
+
+    image, masks = record["image"], record["masks"]
+    det = augmentation.to_deterministic()
+    image_aug = det.augment_image(image)
+    if masks.shape[-1]:
+        masks_aug = np.stack(
+            [det.augment_image(masks[..., i].astype(np.uint8),
+                               hooks=imgaug.HooksImages(activator=hook))
+             for i in range(masks.shape[-1])], axis=-1).astype(bool)
+    else:
+        masks_aug = masks
+    if image_aug.shape != image.shape or masks_aug.shape[:2] != image.shape[:2]:
+        raise ValueError("Augmentation changed the image shape; use augmenters that "
+                         "keep the size (e.g. CropAndPad(keep_size=True)).")
+    return dict(record, image=image_aug, masks=masks_aug)
+
+
+def _python_loader(source, config, augmentation, skips):
+    n_attr = config.NUM_ATTRIBUTES
+    meta_size = config.IMAGE_META_SIZE
+
+    def load(index):
+        try:
+            r = source.get(int(index))
+            if augmentation is not None:
+                r = augment_record(r, augmentation)
+            if not np.any(r["masks"]):
+                raise BadSample(f"{_describe(source, index)} has no instances")
+            return (r["image"].astype(np.uint8), r["image_meta"].astype(np.float32),
+                    r["masks"].astype(bool), r["class_ids"].astype(np.int32),
+                    r["attributes"].astype(np.uint8), True)
+        except (BadSample, ValueError, FileNotFoundError, OSError) as e:
+            skips.add(str(e))
+            h, w = int(config.IMAGE_SHAPE[0]), int(config.IMAGE_SHAPE[1])
+            return (np.zeros((h, w, 3), np.uint8), np.zeros(meta_size, np.float32),
+                    np.zeros((h, w, 0), bool), np.zeros(0, np.int32),
+                    np.zeros((0, n_attr), np.uint8), False)
+    return load
+
+
+def _describe(source, index):
+    return source.describe(int(index)) if hasattr(source, "describe") else f"sample {index}"
+
+
+def records_from_source(source, config, shuffle=True, augmentation=None, seed=None,
+                        repeat=True, skips=None):
+    """tf.data.Dataset of record dicts from a Python source (Dataset or H5 cache)."""
+    skips = skips if skips is not None else SkipCounter()
+    load = _python_loader(source, config, augmentation, skips)
+    ds = tf.data.Dataset.range(len(source))
+    if shuffle:
+        ds = ds.shuffle(len(source), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+
+    def to_record(index):
+        out = tf.numpy_function(load, [index], (tf.uint8, tf.float32, tf.bool, tf.int32,
+                                                tf.uint8, tf.bool), stateful=True)
+        image, meta, masks, class_ids, attrs, ok = out
+        image.set_shape([None, None, 3])
+        meta.set_shape([config.IMAGE_META_SIZE])
+        masks.set_shape([None, None, None])
+        class_ids.set_shape([None])
+        attrs.set_shape([None, config.NUM_ATTRIBUTES])
+        return {"image": image, "image_meta": meta, "masks": masks,
+                "class_ids": class_ids, "attributes": attrs, "ok": ok}
+
+    ds = ds.map(to_record, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    return ds.filter(lambda r: r["ok"])
+
+
+def random_flip(record):
+    """Horizontal flip of image and masks with probability 0.5 (graph-only augmentation)."""
+    flip = tf.random.uniform([]) < 0.5
+    image = tf.cond(flip, lambda: record["image"][:, ::-1], lambda: record["image"])
+    masks = tf.cond(flip, lambda: record["masks"][:, ::-1], lambda: record["masks"])
+    return dict(record, image=image, masks=masks)
+
+
+def make_input_dataset(records, config, batch_size, flip=False, drop_remainder=True):
+    """Record dataset -> batched model inputs with static shapes, prefetched."""
+    shape = tuple(int(s) for s in config.IMAGE_SHAPE[:2])
+    anchors = tf.constant(pixel_anchors(config, shape))
+
+    def to_inputs(record):
+        record = {k: v for k, v in record.items() if k != "ok"}
+        if flip:
+            record = random_flip(record)
+        image = record["image"]
+        # Records from "none"/"pad64" modes can be smaller: pad to the config's shape.
+        h, w = tf.shape(image)[0], tf.shape(image)[1]
+        pad = [[0, shape[0] - h], [0, shape[1] - w]]
+        record["image"] = tf.ensure_shape(tf.pad(image, pad + [[0, 0]]), shape + (3,))
+        record["masks"] = tf.pad(record["masks"], pad + [[0, 0]])
+        return record_to_inputs(record, config, anchors)
+
+    ds = records.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = \
+        tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def as_source(data, config):
+    """Accepts a utils.Dataset or anything with __len__ and get(i) -> record."""
+    if hasattr(data, "get") and hasattr(data, "__len__"):
+        return data
+    if hasattr(data, "load_mask") and hasattr(data, "image_ids"):
+        if not len(data.image_ids):
+            raise ValueError(f"The dataset {type(data).__name__} has no images; call its "
+                             "load_* method and prepare() before training.")
+        return DatasetSource(data, config)
+    raise TypeError(f"Cannot read training data from {type(data).__name__}; pass a "
+                    "prepared utils.Dataset, an H5RecordSource or a tf.data.Dataset.")
+
+
+def training_inputs(data, config, batch_size, shuffle=True, augmentation=None, seed=None,
+                    repeat=True, skips=None):
+    """Any supported data (Dataset, H5 source, tf.data of records) -> input batches."""
+    if isinstance(data, tf.data.Dataset):
+        records = data.repeat() if repeat else data
+        return make_input_dataset(records, config, batch_size,
+                                  flip=augmentation == "flip")
+    source = as_source(data, config)
+    records = records_from_source(source, config, shuffle=shuffle,
+                                  augmentation=None if augmentation == "flip" else augmentation,
+                                  seed=seed, repeat=repeat, skips=skips)
+    return make_input_dataset(records, config, batch_size, flip=augmentation == "flip")
