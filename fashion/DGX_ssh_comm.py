@@ -120,7 +120,10 @@ def build_parser():
     common = _connection_flags()
     parser = argparse.ArgumentParser(
         prog="DGX_ssh_comm.py", description="Sync, run, watch and fetch on a GPU host "
-        "over SSH. See the module docstring for examples.")
+        "over SSH. See the module docstring for examples.",
+        epilog="Short form (the original tool): DGX_ssh_comm.py -s SRC -d DEST -c CMD "
+        "syncs SRC to DEST, then starts the shell command CMD there. "
+        "'COMMAND --help' lists each command's flags.")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     p = sub.add_parser("sync", parents=[common], help="send changed files")
     p.add_argument("--src", required=True, help="local source directory")

@@ -112,6 +112,7 @@ def connect(settings):
             reason = "connection refused"
         raise RemoteError(f"cannot reach {settings.host}:{settings.port} ({reason}); "
                           f"check --host/--port and that sshd runs there.") from None
+    client.get_transport().set_keepalive(30)  # long `logs --follow` and tunnels stay up
     return client
 
 
