@@ -1,0 +1,184 @@
+"""Builds the Mask R-CNN Keras graphs (training and inference) from a Config.
+
+backbone (by name) -> neck (by name) -> RPN -> proposals -> ROI heads. The training
+graph also computes the detection targets; the losses are computed from its outputs in
+``training.MaskRCNNTrainModel.train_step``.
+"""
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from mrcnn.backbones import get_backbone
+from mrcnn.heads.attributes import attribute_head
+from mrcnn.heads.box import box_head
+from mrcnn.heads.mask import mask_head
+from mrcnn.heads.rpn import RPNHead
+from mrcnn.layers import DetectionLayer, DetectionTargetLayer, ProposalLayer, PyramidROIAlign
+from mrcnn.necks import get_neck
+from mrcnn.ops import boxes as box_ops
+from mrcnn.ops.anchors import norm_anchors
+
+
+@keras.saving.register_keras_serializable("mrcnn")
+class ConstantAnchors(layers.Layer):
+    """Normalised anchors for a fixed image shape, tiled over the batch: [B, A, 4]."""
+
+    def __init__(self, anchors, **kwargs):
+        super().__init__(**kwargs)
+        self.anchors = np.asarray(anchors, np.float32)
+
+    def call(self, image):
+        a = tf.constant(self.anchors)[None]                              # [1, A, 4]
+        return tf.tile(a, [tf.shape(image)[0], 1, 1])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],) + self.anchors.shape
+
+    def get_config(self):
+        return {**super().get_config(), "anchors": self.anchors.tolist()}
+
+
+@keras.saving.register_keras_serializable("mrcnn")
+class NormBoxes(layers.Layer):
+    """Pixel boxes [B, N, 4] -> normalised, using the image tensor's spatial size."""
+
+    def call(self, boxes, image):
+        return box_ops.norm_boxes(boxes, tf.shape(image)[1:3])
+
+
+@keras.saving.register_keras_serializable("mrcnn")
+class ActiveClassIds(layers.Layer):
+    """image_meta [B, META] -> active_class_ids [B, NUM_CLASSES]."""
+
+    def call(self, meta):
+        return tf.cast(meta[:, 12:], tf.float32)
+
+
+@keras.saving.register_keras_serializable("mrcnn")
+class SliceBoxes(layers.Layer):
+    """detections [B, D, 6] -> boxes [B, D, 4]."""
+
+    def call(self, detections):
+        return detections[..., :4]
+
+
+@keras.saving.register_keras_serializable("mrcnn")
+class GatherRois(layers.Layer):
+    """Picks per-detection rows of a per-ROI tensor: [B, N, F], [B, D] -> [B, D, F]."""
+
+    def call(self, values, index):
+        idx = tf.maximum(index, 0)
+        out = tf.gather(values, idx, batch_dims=1)
+        return out * tf.cast(index >= 0, out.dtype)[..., None]
+
+
+def backbone_and_neck(input_image, config):
+    """Returns the pyramid {"P2".."P6"} for an input image tensor."""
+    features = get_backbone(config.BACKBONE)(input_image, config)
+    return get_neck(config.neck_name())(features, config)
+
+
+def _heads(rois, rois_count, input_image_meta, pyramid, config):
+    """ROI align + classifier head on rois."""
+    maps = [pyramid[k] for k in ("P2", "P3", "P4", "P5")]
+    pooled = PyramidROIAlign([config.POOL_SIZE, config.POOL_SIZE],
+                             name="roi_align_classifier")([rois, input_image_meta] + maps)
+    return box_head(pooled, rois_count, config.NUM_CLASSES, train_bn=config.TRAIN_BN,
+                    fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE)
+
+
+def _mask_branch(rois, rois_count, input_image_meta, pyramid, config):
+    maps = [pyramid[k] for k in ("P2", "P3", "P4", "P5")]
+    pooled = PyramidROIAlign([config.MASK_POOL_SIZE, config.MASK_POOL_SIZE],
+                             name="roi_align_mask")([rois, input_image_meta] + maps)
+    return mask_head(pooled, rois_count, config.NUM_CLASSES, train_bn=config.TRAIN_BN)
+
+
+def _rpn(pyramid, config):
+    head = RPNHead(len(config.RPN_ANCHOR_RATIOS), config.RPN_ANCHOR_STRIDE)
+    return head.over_levels([pyramid[k] for k in ("P2", "P3", "P4", "P5", "P6")])
+
+
+def build_training_graph(config):
+    """Inputs and outputs (dicts) of the training graph."""
+    h, w = int(config.IMAGE_SHAPE[0]), int(config.IMAGE_SHAPE[1])
+    mask_shape = tuple(config.MINI_MASK_SHAPE) if config.USE_MINI_MASK else (h, w)
+    n_anchors = norm_anchors(config, (h, w)).shape[0]
+    inputs = {
+        "input_image": keras.Input((h, w, config.IMAGE_CHANNEL_COUNT), name="input_image"),
+        "input_image_meta": keras.Input((config.IMAGE_META_SIZE,), name="input_image_meta"),
+        "input_rpn_match": keras.Input((n_anchors, 1), dtype="int32", name="input_rpn_match"),
+        "input_rpn_bbox": keras.Input((config.RPN_TRAIN_ANCHORS_PER_IMAGE, 4),
+                                      name="input_rpn_bbox"),
+        "input_gt_class_ids": keras.Input((config.MAX_GT_INSTANCES,), dtype="int32",
+                                          name="input_gt_class_ids"),
+        "input_gt_boxes": keras.Input((config.MAX_GT_INSTANCES, 4), name="input_gt_boxes"),
+        "input_gt_masks": keras.Input(mask_shape + (config.MAX_GT_INSTANCES,), dtype="bool",
+                                      name="input_gt_masks"),
+    }
+    if config.NUM_ATTRIBUTES:
+        inputs["input_gt_attributes"] = keras.Input(
+            (config.MAX_GT_INSTANCES, config.NUM_ATTRIBUTES), name="input_gt_attributes")
+    image, meta = inputs["input_image"], inputs["input_image_meta"]
+    gt_boxes = NormBoxes(name="norm_gt_boxes")(inputs["input_gt_boxes"], image)
+
+    pyramid = backbone_and_neck(image, config)
+    rpn_class_logits, rpn_class, rpn_bbox = _rpn(pyramid, config)
+    anchors = ConstantAnchors(norm_anchors(config, (h, w)), name="anchors")(image)
+    rpn_rois = ProposalLayer(config.POST_NMS_ROIS_TRAINING, config.RPN_NMS_THRESHOLD,
+                             config, name="ROI")([rpn_class, rpn_bbox, anchors])
+    active_class_ids = ActiveClassIds(name="active_class_ids")(meta)
+
+    target_inputs = [rpn_rois, inputs["input_gt_class_ids"], gt_boxes,
+                     inputs["input_gt_masks"]]
+    if config.NUM_ATTRIBUTES:
+        target_inputs.append(inputs["input_gt_attributes"])
+    targets = DetectionTargetLayer(config, name="proposal_targets")(target_inputs)
+    rois, target_class_ids, target_bbox, target_mask = targets[:4]
+
+    t = config.TRAIN_ROIS_PER_IMAGE
+    class_logits, class_probs, bbox, shared = _heads(rois, t, meta, pyramid, config)
+    masks = _mask_branch(rois, t, meta, pyramid, config)
+    outputs = {
+        "rpn_class_logits": rpn_class_logits, "rpn_class": rpn_class, "rpn_bbox": rpn_bbox,
+        "rpn_rois": rpn_rois, "rois": rois, "active_class_ids": active_class_ids,
+        "target_class_ids": target_class_ids, "target_bbox": target_bbox,
+        "target_mask": target_mask, "mrcnn_class_logits": class_logits,
+        "mrcnn_class": class_probs, "mrcnn_bbox": bbox, "mrcnn_mask": masks,
+    }
+    if config.NUM_ATTRIBUTES:
+        attr_logits, _ = attribute_head(shared, config.NUM_ATTRIBUTES, config.ATTRIBUTE_FC_SIZE)
+        outputs["mrcnn_attr_logits"] = attr_logits
+        outputs["target_attributes"] = targets[4]
+    return inputs, outputs
+
+
+def build_inference_graph(config):
+    """Inputs [image, image_meta, anchors] and matterport's inference outputs (list)."""
+    h, w = config.IMAGE_SHAPE[:2] if config.IMAGE_RESIZE_MODE in ("square", "crop") \
+        else (None, None)
+    h = None if h is None else int(h)
+    w = None if w is None else int(w)
+    input_image = keras.Input((h, w, config.IMAGE_CHANNEL_COUNT), name="input_image")
+    input_image_meta = keras.Input((config.IMAGE_META_SIZE,), name="input_image_meta")
+    input_anchors = keras.Input((None, 4), name="input_anchors")
+
+    pyramid = backbone_and_neck(input_image, config)
+    rpn_class_logits, rpn_class, rpn_bbox = _rpn(pyramid, config)
+    n = config.POST_NMS_ROIS_INFERENCE
+    rpn_rois = ProposalLayer(n, config.RPN_NMS_THRESHOLD, config, name="ROI")(
+        [rpn_class, rpn_bbox, input_anchors])
+    _, class_probs, bbox, shared = _heads(rpn_rois, n, input_image_meta, pyramid, config)
+    with_attrs = bool(config.NUM_ATTRIBUTES)
+    det = DetectionLayer(config, name="mrcnn_detection", return_indices=with_attrs)(
+        [rpn_rois, class_probs, bbox, input_image_meta])
+    detections = det[0] if with_attrs else det
+    det_boxes = SliceBoxes(name="detection_boxes")(detections)
+    masks = _mask_branch(det_boxes, config.DETECTION_MAX_INSTANCES, input_image_meta,
+                         pyramid, config)
+    outputs = [detections, class_probs, bbox, masks, rpn_rois, rpn_class, rpn_bbox]
+    if with_attrs:
+        _, attr_probs = attribute_head(shared, config.NUM_ATTRIBUTES, config.ATTRIBUTE_FC_SIZE)
+        outputs.append(GatherRois(name="mrcnn_attributes")(attr_probs, det[1]))
+    return [input_image, input_image_meta, input_anchors], outputs
