@@ -1,0 +1,171 @@
+"""Sharded TFRecords of records, parsed in-graph.
+
+Each example holds one record: the resized image as PNG bytes, each instance mask as a
+single-channel PNG (lossless), class ids, attributes (raw uint8 bytes, [N, A]) and image
+meta. Shards are written under a temporary name and renamed when complete, through
+tf.io.gfile, so ``gs://`` prefixes work for writing and reading.
+
+Example:
+    paths = write_tfrecords(train_dataset, config, "records/train", num_shards=4)
+    ds = read_tfrecords("records/train-*.tfrecord", config)   # tf.data of record dicts
+    for record in ds.take(1):
+        record["masks"]                                       # [H, W, N] bool
+"""
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from mrcnn.data.records import BadSample, build_record
+
+log = logging.getLogger("mrcnn")
+
+SKIPPABLE = (BadSample, ValueError, FileNotFoundError)
+
+
+# ---------------------------------------------------------------------- writing
+def _bytes(values):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+
+
+def serialize_record(record):
+    """A record dict (numpy) -> a serialized tf.train.Example."""
+    image, masks = record["image"], record["masks"]                     # [H,W,3], [H,W,N]
+    mask_pngs = [tf.io.encode_png(masks[:, :, i:i + 1].astype(np.uint8) * 255).numpy()
+                 for i in range(masks.shape[-1])]
+    attributes = np.ascontiguousarray(record["attributes"], dtype=np.uint8)  # [N, A]
+    feature = {
+        "image": _bytes([tf.io.encode_png(image).numpy()]),
+        "masks": _bytes(mask_pngs),
+        "class_ids": tf.train.Feature(int64_list=tf.train.Int64List(
+            value=np.asarray(record["class_ids"], np.int64).tolist())),
+        "attributes": _bytes([attributes.tobytes()]),
+        "image_meta": tf.train.Feature(float_list=tf.train.FloatList(
+            value=np.asarray(record["image_meta"], np.float32).tolist())),
+        "num_instances": tf.train.Feature(int64_list=tf.train.Int64List(
+            value=[masks.shape[-1]])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _iter_records(source, config):
+    """Yields records from an H5RecordSource-like object (get/__len__) or a Dataset."""
+    if not hasattr(source, "load_mask"):  # an H5RecordSource or similar
+        for i in range(len(source)):
+            yield source.get(i)
+        return
+    skipped = []
+    for image_id in source.image_ids:
+        try:
+            yield build_record(source, config, image_id)
+        except SKIPPABLE as e:
+            skipped.append(f"{source.image_reference(image_id)}: {e}")
+    if skipped:
+        log.warning("write_tfrecords: skipped %d of %d images that failed to load; "
+                    "first: %s", len(skipped), len(source.image_ids),
+                    " | ".join(skipped[:5]))
+
+
+def shard_paths(out_prefix, num_shards):
+    return [f"{out_prefix}-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
+
+
+def write_tfrecords(dataset_or_source, config, out_prefix, num_shards=1):
+    """Writes the records of a prepared Dataset (built with build_record) or an H5
+    source into ``num_shards`` files ``<out_prefix>-00000-of-0000N.tfrecord``, in order
+    (contiguous blocks per shard). Returns the list of paths."""
+    if int(num_shards) < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
+    source = dataset_or_source
+    total = len(source.image_ids) if hasattr(source, "load_mask") else len(source)
+    paths = shard_paths(str(out_prefix), int(num_shards))
+    parent = os.path.dirname(str(out_prefix))
+    if parent:
+        tf.io.gfile.makedirs(parent)
+    temps = [f"{p}.tmp-{os.getpid()}" for p in paths]
+    writers = [tf.io.TFRecordWriter(t) for t in temps]
+    try:
+        for k, record in enumerate(tqdm(_iter_records(source, config), total=total,
+                                        desc="TFRecords", unit="img")):
+            shard = min(k * num_shards // max(total, 1), num_shards - 1)
+            writers[shard].write(serialize_record(record))
+        for w in writers:
+            w.close()
+        for tmp, path in zip(temps, paths):
+            tf.io.gfile.rename(tmp, path, overwrite=True)
+    except BaseException:
+        for w, tmp in zip(writers, temps):
+            w.close()
+            if tf.io.gfile.exists(tmp):
+                tf.io.gfile.remove(tmp)
+        raise
+    return paths
+
+
+# ---------------------------------------------------------------------- reading
+def parse_record(serialized, config):
+    """A serialized example -> record dict of tensors (in-graph, no Python per sample):
+    image [H, W, 3] uint8, masks [H, W, N] bool, class_ids [N] int32,
+    attributes [N, A] uint8, image_meta [META] float32."""
+    n_attr = int(getattr(config, "NUM_ATTRIBUTES", 0))
+    spec = {
+        "image": tf.io.FixedLenFeature([], tf.string),
+        "masks": tf.io.VarLenFeature(tf.string),
+        "class_ids": tf.io.VarLenFeature(tf.int64),
+        "attributes": tf.io.FixedLenFeature([], tf.string),
+        "image_meta": tf.io.FixedLenFeature([config.IMAGE_META_SIZE], tf.float32),
+        "num_instances": tf.io.FixedLenFeature([], tf.int64),
+    }
+    ex = tf.io.parse_single_example(serialized, spec)
+    image = tf.io.decode_png(ex["image"], channels=3)                   # [H, W, 3]
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    pngs = tf.sparse.to_dense(ex["masks"], default_value=b"")           # [N]
+    n = tf.shape(pngs)[0]
+
+    def decode_all():
+        return tf.map_fn(lambda b: tf.io.decode_png(b, channels=1)[:, :, 0], pngs,
+                         fn_output_signature=tf.TensorSpec([None, None], tf.uint8))
+
+    stacked = tf.cond(n > 0, decode_all, lambda: tf.zeros([0, h, w], tf.uint8))  # [N,H,W]
+    masks = tf.transpose(stacked, [1, 2, 0]) > 0                        # [H, W, N]
+    class_ids = tf.cast(tf.sparse.to_dense(ex["class_ids"]), tf.int32)  # [N]
+    attributes = tf.reshape(tf.io.decode_raw(ex["attributes"], tf.uint8),
+                            [n, n_attr])                                # [N, A]
+    if config.IMAGE_RESIZE_MODE in ("square", "crop"):
+        side_h, side_w = int(config.IMAGE_SHAPE[0]), int(config.IMAGE_SHAPE[1])
+        image = tf.ensure_shape(image, [side_h, side_w, 3])
+        masks = tf.ensure_shape(masks, [side_h, side_w, None])
+    return {"image": image, "image_meta": ex["image_meta"], "masks": masks,
+            "class_ids": class_ids, "attributes": attributes}
+
+
+def _expand(file_pattern_or_list):
+    patterns = [file_pattern_or_list] if isinstance(file_pattern_or_list, (str, bytes,
+                                                                           os.PathLike)) \
+        else list(file_pattern_or_list)
+    files = []
+    for p in patterns:
+        p = os.fspath(p)
+        p = p.decode() if isinstance(p, bytes) else p
+        matches = sorted(tf.io.gfile.glob(p)) if any(c in p for c in "*?[") else [p]
+        files.extend(matches)
+    if not files:
+        raise FileNotFoundError(f"No TFRecord files match {file_pattern_or_list!r}; "
+                                "write them with mrcnn.data.tfrecords.write_tfrecords.")
+    missing = [f for f in files if not tf.io.gfile.exists(f)]
+    if missing:
+        raise FileNotFoundError(f"TFRecord file {missing[0]} does not exist; check the "
+                                "path or write it with write_tfrecords.")
+    return files
+
+
+def read_tfrecords(file_pattern_or_list, config, num_parallel_calls=tf.data.AUTOTUNE,
+                   deterministic=True):
+    """TFRecord files (a glob pattern, local or gs://, or a list) -> tf.data.Dataset of
+    record dicts, in file order then write order."""
+    files = _expand(file_pattern_or_list)
+    ds = tf.data.TFRecordDataset(files)
+    return ds.map(lambda s: parse_record(s, config), num_parallel_calls=num_parallel_calls,
+                  deterministic=deterministic)
