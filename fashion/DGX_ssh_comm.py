@@ -63,7 +63,8 @@ Details:
   command that is not found ends with exit code 127 and a ``[dgx]`` line in the log.
   With ``--docker`` (or ``docker_image`` in the settings; ``--no-docker`` turns it off)
   it runs ``docker run --rm --gpus all -v DEST:/workspace -w /workspace IMAGE COMMAND``;
-  the default image is ``fashion-mrcnn:latest``.
+  the default image is ``fashion-mrcnn:latest``; ``--docker-arg=--ipc=host`` (repeatable)
+  adds options such as NVIDIA's recommended ``--ipc=host`` for NGC images.
 - ``stop`` sends TERM to the run's process group (and ``docker stop`` to its
   container), waits ``--grace`` seconds, then sends KILL; the run shows exit code 143
   (TERM) or 137 (KILL).
@@ -114,6 +115,9 @@ def _docker_flags(parser):
                         help=f"run inside docker (default image {DEFAULT_IMAGE})")
     parser.add_argument("--no-docker", action="store_true",
                         help="ignore a docker image set in DGX_DOCKER_IMAGE or the config")
+    parser.add_argument("--docker-arg", action="append", default=[], metavar="ARG",
+                        help="extra 'docker run' option, repeatable, e.g. "
+                        "--docker-arg=--ipc=host")
 
 
 def build_parser():
@@ -188,7 +192,8 @@ def _docker_image(args, settings):
 
 def _start(client, settings, args, argv):
     run_id = jobs.start_run(client, settings.dest, argv, _docker_image(args, settings),
-                            run_id=getattr(args, "run_id", None))
+                            run_id=getattr(args, "run_id", None),
+                            docker_args=args.docker_arg)
     print(f"run {run_id} started in {settings.dest} on {settings.host}; "
           f"log: {settings.dest}/logs/{run_id}.log")
     print(run_id)

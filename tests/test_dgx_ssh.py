@@ -364,9 +364,9 @@ def test_settings_from_config_files_and_env(tmp_path, monkeypatch):
 
 def test_docker_command_is_quoted():
     script = jobs.wrapper_script("work/p", "r1", ["python", "train.py", "a b", "$(x)"],
-                                 "fashion-mrcnn:latest")
+                                 "fashion-mrcnn:latest", ["--ipc=host"])
     assert ("docker run --rm --gpus all --name dgx-r1 -v \"$PWD\":/workspace -w /workspace "
-            "fashion-mrcnn:latest python train.py 'a b' '$(x)'") in script
+            "--ipc=host fashion-mrcnn:latest python train.py 'a b' '$(x)'") in script
     args, command = DGX_ssh_comm.parse(["run", "--dest", "d", "--docker", "--", "nvidia-smi"])
     assert command == ["nvidia-smi"]
     assert DGX_ssh_comm._docker_image(args, load_settings({})) == "fashion-mrcnn:latest"

@@ -16,7 +16,7 @@ import sys
 import time
 
 from fashion.remote.connection import execute, remote_path, sh
-from fashion.remote.settings import DEFAULT_IMAGE, RemoteError
+from fashion.remote.settings import RemoteError
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 STOPPED_CODES = {143: "TERM", 137: "KILL"}
@@ -47,17 +47,21 @@ def check_run_id(run_id):
     return run_id
 
 
-def command_line(argv, run_id, docker_image=None):
-    """The quoted shell text that runs ``argv``, inside docker when an image is given."""
+def command_line(argv, run_id, docker_image=None, docker_args=()):
+    """The quoted shell text that runs ``argv``, inside docker when an image is given.
+
+    ``docker_args`` (e.g. ``["--ipc=host"]``) go to ``docker run`` before the image.
+    """
     if not argv:
         raise RemoteError("no command given; put it after '--', e.g. run -- python train.py.")
     if docker_image:
         return (sh("docker", "run", "--rm", "--gpus", "all", "--name", f"dgx-{run_id}")
-                + ' -v "$PWD":/workspace -w /workspace ' + sh(docker_image, *argv))
+                + ' -v "$PWD":/workspace -w /workspace '
+                + sh(*docker_args, docker_image, *argv))
     return sh(*argv)
 
 
-def wrapper_script(dest, run_id, argv, docker_image=None):
+def wrapper_script(dest, run_id, argv, docker_image=None, docker_args=()):
     """The POSIX sh script that records pid, output and exit code of one run."""
     base = f"logs/{run_id}"
     missing = (f"[dgx] exit code 127: the command {argv[0]!r} was not found on the host "
@@ -66,7 +70,8 @@ def wrapper_script(dest, run_id, argv, docker_image=None):
         "#!/bin/sh",
         f"cd {sh(dest)} || exit 1",
         f"echo $$ > {base}.pid.part && mv {base}.pid.part {base}.pid",
-        f"{command_line(argv, run_id, docker_image)} >> {base}.log 2>&1 < /dev/null",
+        f"{command_line(argv, run_id, docker_image, docker_args)} >> {base}.log 2>&1 "
+        "< /dev/null",
         "rc=$?",
         f'[ "$rc" -eq 127 ] && printf "%s\\n" {sh(missing)} >> {base}.log',
         f'echo "$rc" > {base}.exit.part && mv {base}.exit.part {base}.exit',
@@ -79,7 +84,8 @@ def _write_remote(sftp, path, text):
     sftp.posix_rename(path + ".part", path)
 
 
-def start_run(client, dest, argv, docker_image=None, run_id=None, wait=10.0):
+def start_run(client, dest, argv, docker_image=None, run_id=None, wait=10.0,
+              docker_args=()):
     """Start ``argv`` detached in ``dest``; return the run id once its pid is recorded."""
     from fashion.remote.transfer import makedirs
     dest = remote_path(dest)
@@ -88,8 +94,10 @@ def start_run(client, dest, argv, docker_image=None, run_id=None, wait=10.0):
     sftp = client.open_sftp()
     makedirs(sftp, posixpath.join(dest, "logs"))
     meta = {"run_id": run_id, "argv": list(argv), "dest": dest, "docker_image": docker_image,
+            "docker_args": list(docker_args) if docker_image else [],
             "started": datetime.datetime.now().isoformat(timespec="seconds")}
-    _write_remote(sftp, base + ".sh", wrapper_script(dest, run_id, argv, docker_image))
+    _write_remote(sftp, base + ".sh", wrapper_script(dest, run_id, argv, docker_image,
+                                                      docker_args))
     _write_remote(sftp, base + ".json", json.dumps(meta, indent=1) + "\n")
     if docker_image:
         _write_remote(sftp, base + ".container", f"dgx-{run_id}\n")
@@ -221,8 +229,13 @@ def show_log(client, dest, run_id, lines=200, follow=False, poll=0.5, out=None):
     except FileNotFoundError:
         data, pos = b"", 0
     out(data)
+    idle = 0
     while follow:
         finished = _exists(sftp, base + ".exit")
+        if not finished and idle >= 20:  # a run killed without an exit file: stop waiting
+            idle = 0
+            if run_states(client, dest, run_id)[0]["state"] == "lost":
+                break
         try:
             with sftp.open(base + ".log", "rb") as handle:
                 handle.seek(pos)
@@ -235,6 +248,7 @@ def show_log(client, dest, run_id, lines=200, follow=False, poll=0.5, out=None):
         elif finished:
             break
         else:
+            idle += 1
             time.sleep(poll)
 
 
@@ -247,4 +261,4 @@ def _exists(sftp, path):
 
 
 __all__ = ["start_run", "run_states", "stop_run", "show_log", "format_state",
-           "wrapper_script", "command_line", "DEFAULT_IMAGE"]
+           "wrapper_script", "command_line"]
