@@ -20,15 +20,23 @@ from pathlib import Path
 import numpy as np
 import matplotlib
 
-if (sys.platform.startswith("linux") and not os.environ.get("DISPLAY")
-        and not os.environ.get("WAYLAND_DISPLAY") and "ipykernel" not in sys.modules
-        and not os.environ.get("MPLBACKEND")):
-    matplotlib.use("Agg", force=True)
+_NON_INTERACTIVE = {"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"}
+
+
+def _use_agg_if_headless():
+    """Select Agg when there is no display, unless in Jupyter or a backend was chosen."""
+    if not sys.platform.startswith("linux") or os.environ.get("DISPLAY") \
+            or os.environ.get("WAYLAND_DISPLAY") or "ipykernel" in sys.modules:
+        return
+    chosen = getattr(matplotlib.rcParams, "_get_backend_or_none", lambda: None)()
+    if chosen is None or chosen.lower() not in _NON_INTERACTIVE:
+        matplotlib.use("Agg", force=True)
+
+
+_use_agg_if_headless()
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import lines, patches  # noqa: E402
-
-_NON_INTERACTIVE = {"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"}
 
 
 ############################################################

@@ -38,12 +38,25 @@ def _check_png(path, width=200, height=150):
     return pixels
 
 
-def test_backend_is_headless_without_display():
+def _backend_after_import(prelude="", **env_extra):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MPLBACKEND")}
-    out = subprocess.run([sys.executable, "-c", "import mrcnn.visualize, matplotlib; "
-                          "print(matplotlib.get_backend())"], capture_output=True,
-                         text=True, env=env, timeout=120)
-    assert out.stdout.strip().lower() == "agg", out.stderr
+    env.update(env_extra)
+    code = prelude + "import mrcnn.visualize, matplotlib; print(matplotlib.get_backend())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=120)
+    return out.stdout.strip().lower() or out.stderr
+
+
+def test_backend_is_headless_without_display():
+    assert _backend_after_import() == "agg"
+    assert _backend_after_import(MPLBACKEND="TkAgg") == "agg"  # would fail headless
+
+
+def test_backend_choice_respected_in_jupyter_and_when_explicit():
+    assert _backend_after_import("import matplotlib; matplotlib.use('svg'); ") == "svg"
+    inline = "module://matplotlib_inline.backend_inline"
+    got = _backend_after_import(f"import ipykernel, matplotlib; matplotlib.use('{inline}'); ")
+    assert got == inline
 
 
 def test_display_instances_png_and_attribute_captions(tmp_path, scene):
