@@ -392,3 +392,15 @@ def test_seed_short_form_via_subprocess(server, flags, tmp_path):
         time.sleep(0.1)
     assert (dest / "copy.txt").read_text() == "42\n"
     assert (dest / "logs" / f"{run_id}.log").read_text() == "42\n"
+
+
+def test_run_killed_behind_our_back_shows_as_lost(capsys, flags, tmp_path):
+    dest = tmp_path / "remote"
+    run_id = start(capsys, flags, dest, "sleep", "30")
+    pid = int((dest / "logs" / f"{run_id}.pid").read_text())
+    os.killpg(pid, 9)  # like an OOM kill or reboot: no exit code gets recorded
+    out = wait_state(capsys, flags, dest, run_id, state="lost")
+    assert "without recording an exit code" in out
+    t0 = time.monotonic()
+    code, _, err = cli(capsys, "logs", run_id, "--dest", dest, "--follow", *flags)
+    assert code == 0 and time.monotonic() - t0 < 10, err

@@ -232,7 +232,7 @@ def show_log(client, dest, run_id, lines=200, follow=False, poll=0.5, out=None):
     idle = 0
     while follow:
         finished = _exists(sftp, base + ".exit")
-        if not finished and idle >= 20:  # a run killed without an exit file: stop waiting
+        if not finished and idle >= 6:  # a run killed without an exit file: stop waiting
             idle = 0
             if run_states(client, dest, run_id)[0]["state"] == "lost":
                 break
