@@ -11,7 +11,6 @@ import json
 import os
 import warnings
 
-import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
