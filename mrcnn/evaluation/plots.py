@@ -1,6 +1,7 @@
 """Evaluation plots and tables: precision-recall curves and per-class AP.
 
-Headless: matplotlib's Agg backend, files written to a temporary name and then
+Headless: figures are drawn with matplotlib's Agg canvas (pyplot's backend is
+left alone, so notebooks keep theirs), files written to a temporary name and then
 renamed, so a crash never leaves a half-written PNG or CSV.
 """
 
@@ -16,13 +17,14 @@ FIGURE_SIZE = (12.0, 5.0)  # inches
 DPI = 100  # -> 1200 x 500 pixels
 
 
-def _pyplot():
-    import matplotlib
+def _figure():
+    """A Figure drawn by the Agg canvas directly: no pyplot, no global backend change."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=FIGURE_SIZE, dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _mean_curve(precision, iou_index):
@@ -55,8 +57,8 @@ def plot_pr_curves(precision, category_names, path, top_k=8, iou_thresholds=(0.5
     if len(category_names) != precision.shape[2]:
         raise ValueError(f"{len(category_names)} category names for "
                          f"{precision.shape[2]} categories in the precision array")
-    plt = _pyplot()
-    fig, (ax_mean, ax_cls) = plt.subplots(1, 2, figsize=FIGURE_SIZE, dpi=DPI)
+    fig = _figure()
+    ax_mean, ax_cls = fig.subplots(1, 2)
     iou_values = np.linspace(0.5, 0.95, precision.shape[0])  # [T]
     for thr in iou_thresholds:
         t = int(np.argmin(np.abs(iou_values - thr)))
@@ -84,7 +86,6 @@ def plot_pr_curves(precision, category_names, path, top_k=8, iou_thresholds=(0.5
         fig.savefig(tmp, format="png", dpi=DPI)
         os.replace(tmp, path)
     finally:
-        plt.close(fig)
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
