@@ -34,6 +34,7 @@ def _pad_columns(x, size):
     return tf.pad(x, paddings)
 
 
+@keras.saving.register_keras_serializable("mrcnn")
 class DetectionTargetLayer(keras.layers.Layer):
     """Subsamples proposals and builds class, box and mask targets (training only).
 

@@ -54,6 +54,7 @@ def refine_detections(rois, probs, deltas, window, bbox_std_dev, min_confidence,
     return detections, roi_index
 
 
+@keras.saving.register_keras_serializable("mrcnn")
 class DetectionLayer(keras.layers.Layer):
     """Final detections from ROIs and the classifier head (matterport semantics).
 

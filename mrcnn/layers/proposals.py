@@ -28,6 +28,7 @@ def float32_kwargs(kwargs):
     return kwargs
 
 
+@keras.saving.register_keras_serializable("mrcnn")
 class ProposalLayer(keras.layers.Layer):
     """Turns RPN scores and deltas into ``proposal_count`` proposals per image.
 

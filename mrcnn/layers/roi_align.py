@@ -32,6 +32,7 @@ def roi_pyramid_levels(boxes, image_shape):
     return tf.clip_by_value(level, 2, 5)  # [B, N]
 
 
+@keras.saving.register_keras_serializable("mrcnn")
 class PyramidROIAlign(keras.layers.Layer):
     """ROI Align over a feature pyramid (matterport's ``PyramidROIAlign``).
 
