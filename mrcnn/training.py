@@ -58,7 +58,7 @@ def set_trainable(model, regex, verbose=0):
         layer.trainable = on
         if on:
             trained.append(layer.name)
-            if verbose > 1:
+            if verbose > 2:
                 print(f"{layer.name:32} ({type(layer).__name__})")
     return trained
 
@@ -116,7 +116,7 @@ class MaskRCNNTrainModel(keras.Model):
     def metrics(self):
         return list(self._trackers.values())
 
-    def _losses(self, inputs, training):
+    def _loss_values(self, inputs, training):
         outputs = self(inputs, training=training)
         losses = compute_losses(inputs, outputs, self.config)
         total = tf.add_n(list(losses.values()))
@@ -134,7 +134,7 @@ class MaskRCNNTrainModel(keras.Model):
         inputs = data[0] if isinstance(data, tuple) else data
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
-            total, losses = self._losses(inputs, training=True)
+            total, losses = self._loss_values(inputs, training=True)
             scaled = total / replicas
             if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
                 scaled = self.optimizer.scale_loss(scaled)
@@ -146,7 +146,7 @@ class MaskRCNNTrainModel(keras.Model):
 
     def test_step(self, data):
         inputs = data[0] if isinstance(data, tuple) else data
-        total, losses = self._losses(inputs, training=False)
+        total, losses = self._loss_values(inputs, training=False)
         return self._update(total, losses)
 
 

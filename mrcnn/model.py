@@ -1,0 +1,311 @@
+"""MaskRCNN: the user-facing facade, with matterport's constructor and methods.
+
+Example:
+    model = MaskRCNN(mode="training", config=config, model_dir="logs")
+    model.load_weights("mask_rcnn_coco.h5", by_name=True,
+                       exclude=["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox",
+                                "mrcnn_mask"])
+    model.train(dataset_train, dataset_val, learning_rate=config.LEARNING_RATE,
+                epochs=40, layers="heads")
+    model.train(dataset_train, dataset_val, learning_rate=config.LEARNING_RATE / 10,
+                epochs=120, layers="all")
+    # ... later, for inference:
+    model = MaskRCNN(mode="inference", config=config, model_dir="logs")
+    model.load_weights(model.find_last())
+    r = model.detect([image])[0]   # rois, class_ids, scores, masks
+"""
+import datetime
+import logging
+import os
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mrcnn import graph, inference, utils
+from mrcnn.callbacks import AtomicCheckpoint, LossCurve, TimeBudget
+from mrcnn.data.pipeline import SkipCounter, training_inputs
+from mrcnn.ops.anchors import norm_anchors
+from mrcnn.training import (MaskRCNNTrainModel, layers_regex, make_optimizer,
+                            set_trainable)
+from mrcnn.weights_io import is_keras3_file, load_weights_by_name
+
+log = logging.getLogger("mrcnn")
+
+# Matches .../<name>YYYYMMDDTHHMM/mask_rcnn_<name>_<epoch>.h5 (matterport's layout).
+_CHECKPOINT_RE = re.compile(
+    r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask\_rcnn\_[\w-]+(\d{4})\.h5$")
+
+
+class MaskRCNN:
+    """Mask R-CNN in "training" or "inference" mode.
+
+    Args:
+        mode: "training" or "inference".
+        config: a mrcnn.config.Config (subclass) instance.
+        model_dir: directory for training logs and checkpoints.
+        strategy: optional tf.distribute strategy; the model is built and trained in
+            its scope (see mrcnn.distribute.get_strategy).
+    """
+
+    def __init__(self, mode, config, model_dir, strategy=None):
+        if mode not in ("training", "inference"):
+            raise ValueError(f"mode is {mode!r}; use 'training' or 'inference'.")
+        self.mode = mode
+        self.config = config
+        self.model_dir = model_dir
+        self.strategy = strategy
+        self.epoch = 0
+        self.skips = SkipCounter()
+        self._infer_fn = None
+        self.set_log_dir()
+        if config.MIXED_PRECISION:
+            keras.mixed_precision.set_global_policy(config.MIXED_PRECISION)
+        with self._scope():
+            self.keras_model = self.build(mode=mode, config=config)
+
+    def _scope(self):
+        return self.strategy.scope() if self.strategy is not None else _NullScope()
+
+    # ------------------------------------------------------------------ building
+    def build(self, mode, config):
+        """Builds the Keras model of the given mode (matterport's build)."""
+        if mode == "training":
+            inputs, outputs = graph.build_training_graph(config)
+            return MaskRCNNTrainModel(inputs, outputs, config, name="mask_rcnn")
+        inputs, outputs = graph.build_inference_graph(config)
+        return keras.Model(inputs, outputs, name="mask_rcnn")
+
+    # ------------------------------------------------------------------ checkpoints
+    def set_log_dir(self, model_path=None):
+        """Sets the log directory and epoch; a checkpoint path resumes its run."""
+        self.epoch = 0
+        now = datetime.datetime.now()
+        if model_path:
+            m = _CHECKPOINT_RE.match(str(model_path).replace("\\", "/"))
+            if m:
+                now = datetime.datetime(*map(int, m.groups()[:5]))
+                self.epoch = int(m.group(6))
+                self.log_dir = os.path.dirname(os.path.abspath(model_path))
+        if not model_path or not _CHECKPOINT_RE.match(str(model_path)):
+            self.log_dir = os.path.join(self.model_dir,
+                                        f"{self.config.NAME.lower()}{now:%Y%m%dT%H%M}")
+        self.checkpoint_path = os.path.join(
+            self.log_dir, f"mask_rcnn_{self.config.NAME.lower()}_{{epoch:04d}}.h5")
+
+    def find_last(self):
+        """Path of the last checkpoint of the newest run of this config's NAME."""
+        key = self.config.NAME.lower()
+        runs = sorted(d for d in (os.listdir(self.model_dir) if os.path.isdir(self.model_dir)
+                                  else []) if d.startswith(key)
+                      and os.path.isdir(os.path.join(self.model_dir, d)))
+        for run in reversed(runs):
+            d = os.path.join(self.model_dir, run)
+            ckpts = sorted(f for f in os.listdir(d)
+                           if f.startswith("mask_rcnn") and f.endswith(".h5"))
+            if ckpts:
+                return os.path.join(d, ckpts[-1])
+        raise FileNotFoundError(
+            f"Could not find a checkpoint of {key!r} under {self.model_dir}: no run "
+            f"directory {key}YYYYMMDDTHHMM with mask_rcnn_*.h5 files; train first or "
+            "pass a weights path.")
+
+    def load_weights(self, filepath, by_name=False, exclude=None):
+        """Loads our checkpoints, matterport's Keras-2 .h5 files or Keras 3 files.
+
+        by_name=True loads the layers with matching names and reports the skipped
+        ones; exclude lists layer names to leave untouched. Returns the report.
+        """
+        filepath = str(filepath)
+        if not os.path.exists(filepath):
+            raise FileNotFoundError(f"Weight file {filepath} does not exist; check the path "
+                                    "(or use find_last() for the newest checkpoint).")
+        if is_keras3_file(filepath):
+            if by_name or exclude:
+                raise ValueError(f"{filepath} is a Keras 3 .weights.h5 file, which stores "
+                                 "no layer names; load it with by_name=False and no exclude.")
+            self.keras_model.load_weights(filepath)
+            report = {"loaded": [l.name for l in self.keras_model.layers if l.weights],
+                      "skipped": [], "unused": []}
+        else:
+            report = load_weights_by_name(self.keras_model, filepath, exclude=exclude,
+                                          strict=not by_name)
+        if report["skipped"]:
+            log.info("Loaded %d layers from %s; %d layers not in the file keep their "
+                     "initial weights: %s", len(report["loaded"]), filepath,
+                     len(report["skipped"]), ", ".join(report["skipped"][:20]))
+        self.set_log_dir(filepath)
+        self.loaded_weights = report
+        return report
+
+    def get_imagenet_weights(self):
+        """Path of the ImageNet weights of the config's backbone (downloaded if needed)."""
+        from mrcnn.weights import get_weights
+        backbone = self.config.BACKBONE
+        name = f"{backbone}-imagenet" if isinstance(backbone, str) else None
+        return get_weights(name)
+
+    # ------------------------------------------------------------------ training
+    def train(self, train_dataset, val_dataset, learning_rate, epochs, layers,
+              augmentation=None, custom_callbacks=None, no_augmentation_sources=None,
+              time_budget=None, verbose=1):
+        """Trains the layers selected by `layers` up to the cumulative epoch `epochs`.
+
+        train_dataset / val_dataset: prepared utils.Dataset objects, H5RecordSource
+        caches or tf.data datasets of records. augmentation: an imgaug augmenter (or
+        "flip" for the graph-only horizontal flip). time_budget: minutes after which
+        training stops cleanly with a checkpoint.
+        """
+        assert self.mode == "training", "Create model in training mode."
+        if epochs <= self.epoch:
+            log.warning("Already at epoch %d; nothing to train up to epoch %d.",
+                        self.epoch, epochs)
+            return None
+        regex = layers_regex(layers, self.config.BACKBONE)
+        trained = set_trainable(self.keras_model, regex, verbose=verbose)
+        if not trained:
+            raise ValueError(f"layers={layers!r} selects no layer with weights; use "
+                             "heads, 3+, 4+, 5+, all or a regex over layer names.")
+        bs = self.config.BATCH_SIZE
+        train_ds = training_inputs(train_dataset, self.config, bs, shuffle=True,
+                                   augmentation=augmentation, skips=self.skips)
+        val_ds = (training_inputs(val_dataset, self.config, bs, shuffle=True,
+                                  skips=self.skips) if val_dataset is not None else None)
+        os.makedirs(self.log_dir, exist_ok=True)
+        chief = _is_chief(self.strategy)
+        callbacks = [AtomicCheckpoint(self.checkpoint_path, is_chief=chief),
+                     LossCurve(os.path.join(self.log_dir, "training_curve.csv"),
+                               os.path.join(self.log_dir, "training_curve.png"),
+                               batch_size=bs, is_chief=chief)]
+        if chief:
+            callbacks.append(keras.callbacks.TensorBoard(self.log_dir, write_graph=False))
+            callbacks.append(keras.callbacks.CSVLogger(
+                os.path.join(self.log_dir, "epochs.csv"), append=True))
+        budget = TimeBudget(time_budget) if time_budget else None
+        if budget:
+            callbacks.append(budget)
+        callbacks += list(custom_callbacks or [])
+        log.info("Starting at epoch %d, LR=%s, training %d layers; checkpoints: %s",
+                 self.epoch, learning_rate, len(trained), self.checkpoint_path)
+        with self._scope():
+            self.keras_model.compile(optimizer=make_optimizer(self.config, learning_rate),
+                                     jit_compile=False)
+        history = self.keras_model.fit(
+            train_ds, initial_epoch=self.epoch, epochs=epochs,
+            steps_per_epoch=self.config.STEPS_PER_EPOCH, callbacks=callbacks,
+            validation_data=val_ds, validation_steps=self.config.VALIDATION_STEPS,
+            verbose=verbose)
+        done = history.epoch[-1] + 1 if history.epoch else self.epoch
+        self.epoch = max(self.epoch, done)
+        if self.skips.count:
+            log.warning("%d training sample(s) were skipped (first: %s).",
+                        self.skips.count, self.skips.reasons[:1])
+        self.time_budget_exhausted = bool(budget and budget.exhausted)
+        return history
+
+    # ------------------------------------------------------------------ inference
+    def mold_inputs(self, images):
+        return inference.mold_inputs(images, self.config)
+
+    def unmold_detections(self, detections, mrcnn_mask, original_image_shape, image_shape,
+                          window):
+        return inference.unmold_detections(detections, mrcnn_mask, original_image_shape,
+                                           image_shape, window)
+
+    def get_anchors(self, image_shape):
+        """Normalised anchors [A, 4] for a (molded) image shape."""
+        return norm_anchors(self.config, image_shape[:2])
+
+    def _predict(self, molded, metas, anchors):
+        if self._infer_fn is None:
+            model = self.keras_model
+            self._infer_fn = tf.function(lambda x, m, a: model([x, m, a], training=False),
+                                         reduce_retracing=True)
+        outs = self._infer_fn(tf.constant(molded, tf.float32), tf.constant(metas, tf.float32),
+                              tf.constant(anchors, tf.float32))
+        return [o.numpy() for o in outs]
+
+    def detect(self, images, verbose=0):
+        """Runs detection on a list of images of any length (batched internally).
+
+        Returns one dict per image: rois [N, (y1, x1, y2, x2)], class_ids [N], scores [N],
+        masks [H, W, N] bool in the image's own coordinates (plus mask_scores and, with
+        an attribute head, attribute_probabilities [N, NUM_ATTRIBUTES]).
+        """
+        assert self.mode == "inference", "Create model in inference mode."
+        results = []
+        bs = max(1, self.config.BATCH_SIZE)
+        for start in range(0, len(images), bs):
+            batch = list(images[start:start + bs])
+            molded, metas, windows = self.mold_inputs(batch)
+            if len({m.shape for m in molded}) > 1:
+                raise ValueError("Images of one batch must mold to one size; use "
+                                 "IMAGE_RESIZE_MODE='square' or batch size 1.")
+            results += self._detect_batch(batch, molded, metas, windows, verbose)
+        return results
+
+    def _detect_batch(self, originals, molded, metas, windows, verbose=0):
+        anchors = np.broadcast_to(self.get_anchors(molded[0].shape),
+                                  (len(molded),) + self.get_anchors(molded[0].shape).shape)
+        outs = self._predict(molded, metas, anchors)
+        detections, mrcnn_mask = outs[0], outs[3]
+        attrs = outs[7] if len(outs) > 7 else None
+        results = []
+        for i, image in enumerate(originals):
+            shape = image.shape if hasattr(image, "shape") else image
+            results.append(inference.unmold_detections(
+                detections[i], mrcnn_mask[i], shape, molded[i].shape, windows[i],
+                attributes=None if attrs is None else attrs[i]))
+            if verbose:
+                print(f"image {i}: {len(results[-1]['class_ids'])} detections")
+        return results
+
+    def detect_molded(self, molded_images, image_metas, verbose=0):
+        """Detection on images already molded (resized, mean-subtracted)."""
+        assert self.mode == "inference", "Create model in inference mode."
+        windows = utils.parse_image_meta(image_metas)["window"]
+        shapes = [tuple(m.shape) for m in molded_images]
+        return self._detect_batch(shapes, molded_images, image_metas, windows, verbose)
+
+    # ------------------------------------------------------------------ inspection
+    def get_trainable_layers(self):
+        return [l for l in self.keras_model.layers if l.weights]
+
+    def run_graph(self, images, outputs, image_metas=None):
+        """Runs the inference graph and returns named intermediate tensors.
+
+        outputs: list of (name, layer name or KerasTensor) pairs, e.g.
+        [("proposals", "ROI"), ("P2", "fpn_p2")]. Returns an ordered dict name -> array.
+        """
+        from collections import OrderedDict
+        tensors = [self.keras_model.get_layer(t).output if isinstance(t, str) else t
+                   for _, t in outputs]
+        sub = keras.Model(self.keras_model.inputs, tensors)
+        molded, metas, _ = self.mold_inputs(images)
+        metas = metas if image_metas is None else image_metas
+        anchors = np.broadcast_to(self.get_anchors(molded[0].shape),
+                                  (len(molded),) + self.get_anchors(molded[0].shape).shape)
+        values = sub.predict_on_batch([molded, metas, anchors])
+        values = values if isinstance(values, (list, tuple)) else [values]
+        return OrderedDict((n, np.asarray(v)) for (n, _), v in zip(outputs, values))
+
+
+class _NullScope:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _is_chief(strategy):
+    """True unless this is a non-chief worker of a multi-worker strategy."""
+    if strategy is None:
+        return True
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())
