@@ -19,7 +19,6 @@ Features: C2..C5 are the last block outputs at strides 4, 8, 16, 32 (stages 2, 3
 of the paper's table). Input sides must be multiples of 32.
 """
 
-import copy
 import functools
 import math
 import os
@@ -322,31 +321,31 @@ def load_imagenet_weights(model_or_layers, variant, path):
             f"({err}); pass the variant the file was made for.") from err
     _check_preprocessing(source, path)
     targets = _collect_layers(model_or_layers)
-    copied, missing = 0, []
+    pairs, missing = [], []
     for layer in source.layers:
-        if not layer.weights or isinstance(layer, layers.Normalization):
+        if (not layer.weights or isinstance(layer, layers.Normalization)
+                or layer.name.startswith("top_")):
             continue
-        if layer.name.startswith("top_"):
-            continue
-        target = targets.get(layer.name)
-        if target is None:
+        if layer.name in targets:
+            pairs.append((layer, targets[layer.name]))
+        else:
             missing.append(layer.name)
-            continue
-        _copy_weights(layer, target, path)
-        copied += 1
     if missing:
         raise ValueError(
             f"The model has no layers {missing[:3]}... ({len(missing)} of EfficientNet-"
             f"{variant_name(variant).upper()}'s); build it with efficientnet_backbone("
             f"variant={variant_name(variant)!r}) before loading {path}.")
-    return copied
+    for layer, target in pairs:  # check every shape before changing any weight
+        _check_shapes(layer, target, path)
+    for layer, target in pairs:
+        target.set_weights(layer.get_weights())
+    return len(pairs)
 
 
-def _copy_weights(source, target, path):
-    values = source.get_weights()
-    shapes = [tuple(w.shape) for w in target.weights]
-    if shapes != [v.shape for v in values]:
+def _check_shapes(source, target, path):
+    want = [tuple(w.shape) for w in source.weights]
+    have = [tuple(w.shape) for w in target.weights]
+    if want != have:
         raise ValueError(
-            f"{path}: layer {source.name} has weight shapes {[v.shape for v in values]} "
-            f"but the model's has {shapes}; the backbone variant does not match the file.")
-    target.set_weights(copy.copy(values))
+            f"{path}: layer {source.name} has weight shapes {want} but the model's has "
+            f"{have}; the backbone variant does not match the file.")
