@@ -195,7 +195,7 @@ class MaskRCNN:
             train_ds, initial_epoch=self.epoch, epochs=epochs,
             steps_per_epoch=self.config.STEPS_PER_EPOCH, callbacks=callbacks,
             validation_data=val_ds, validation_steps=self.config.VALIDATION_STEPS,
-            verbose=verbose)
+            shuffle=False, verbose=verbose)
         done = history.epoch[-1] + 1 if history.epoch else self.epoch
         self.epoch = max(self.epoch, done)
         if self.skips.count:

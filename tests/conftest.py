@@ -1,0 +1,82 @@
+"""Shared fixtures: tiny configs, a shapes dataset and models built once per session."""
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from mrcnn.config import Config  # noqa: E402
+
+
+class TinyConfig(Config):
+    """ResNet50 at 128 px with few ROIs: what the core tests build."""
+    NAME = "tiny"
+    NUM_CLASSES = 1 + 3
+    IMAGES_PER_GPU = 2
+    BACKBONE = "resnet50"
+    IMAGE_MIN_DIM = 128
+    IMAGE_MAX_DIM = 128
+    RPN_ANCHOR_SCALES = (8, 16, 32, 64, 128)
+    TOP_DOWN_PYRAMID_SIZE = 64
+    FPN_CLASSIF_FC_LAYERS_SIZE = 128
+    TRAIN_ROIS_PER_IMAGE = 32
+    POST_NMS_ROIS_TRAINING = 200
+    POST_NMS_ROIS_INFERENCE = 100
+    PRE_NMS_LIMIT = 1000
+    MAX_GT_INSTANCES = 8
+    MINI_MASK_SHAPE = (28, 28)
+    STEPS_PER_EPOCH = 2
+    VALIDATION_STEPS = 1
+    DETECTION_MIN_CONFIDENCE = 0.0
+    TRAIN_BN = None
+    LEARNING_RATE = 0.005
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    return TinyConfig()
+
+
+@pytest.fixture(scope="session")
+def shapes_data():
+    """(train, val) ShapesDataset at 128 px."""
+    from samples.shapes.shapes import ShapesDataset
+    train = ShapesDataset()
+    train.load_shapes(12, 128, 128, seed=1)
+    train.prepare()
+    val = ShapesDataset()
+    val.load_shapes(4, 128, 128, seed=2)
+    val.prepare()
+    return train, val
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory, tiny_config, shapes_data):
+    """A tiny training model after one short epoch; returns (model, checkpoint path)."""
+    from mrcnn.model import MaskRCNN
+    logs = tmp_path_factory.mktemp("logs")
+    model = MaskRCNN("training", tiny_config, str(logs))
+    model.train(shapes_data[0], shapes_data[1], tiny_config.LEARNING_RATE, 1, "all",
+                verbose=0)
+    return model, model.find_last()
+
+
+@pytest.fixture(scope="session")
+def inference_tiny(tiny_config, trained_tiny, tmp_path_factory):
+    from mrcnn.model import MaskRCNN
+    model = MaskRCNN("inference", tiny_config, str(tmp_path_factory.mktemp("ilogs")))
+    model.load_weights(trained_tiny[1])
+    return model
+
+
+def random_masks(rng, h, w, n):
+    masks = np.zeros((h, w, n), bool)
+    for i in range(n):
+        y, x = rng.randint(0, h - 8), rng.randint(0, w - 8)
+        masks[y:y + rng.randint(4, h - y), x:x + rng.randint(4, w - x), i] = True
+    return masks
