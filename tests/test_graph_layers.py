@@ -141,6 +141,17 @@ def test_clip_norm_denorm_and_trim():
     np.testing.assert_array_equal(trimmed.numpy(), boxes[:3])
 
 
+@pytest.mark.parametrize("crop_size", [(1, 1), (5, 7)])
+def test_gather_crop_equals_crop_and_resize(crop_size):
+    rng = np.random.default_rng(12)
+    images = rng.normal(size=[3, 9, 13, 2]).astype(np.float32)
+    boxes = random_boxes(rng, [40], 0.05, 1.2)  # some reach outside the image
+    indices = rng.integers(0, 3, 40).astype(np.int32)
+    want = tf.image.crop_and_resize(images, boxes, indices, crop_size).numpy()
+    got = box_ops.crop_and_resize_gather(images, boxes, indices, crop_size).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 # ---------------------------------------------------------------- ProposalLayer
 
 def proposal_inputs(seed, batch=2, anchors=160):
@@ -242,9 +253,10 @@ def test_roi_align_functional_model_and_gradient():
     compiled = tf.function(model, jit_compile=False)
     np.testing.assert_allclose(compiled(data).numpy(), model(data).numpy(), atol=1e-6)
     p2 = tf.Variable(maps[0])
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(layer([boxes, meta, p2] + maps[1:]))
-    assert float(tf.reduce_sum(tf.abs(tape.gradient(loss, p2)))) > 0
+    for align in (layer, PyramidROIAlign((7, 7), static_shapes=True)):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(align([boxes, meta, p2] + maps[1:]))
+        assert float(tf.reduce_sum(tf.abs(tape.gradient(loss, p2)))) > 0
     assert PyramidROIAlign.from_config(layer.get_config()).pool_shape == (7, 7)
 
 
@@ -397,6 +409,27 @@ def test_detection_layer_functional_model_and_tf_function():
     np.testing.assert_allclose(got, layer(data).numpy(), atol=1e-6)
     clone = DetectionLayer.from_config(layer.get_config())
     np.testing.assert_allclose(clone(data).numpy(), got, atol=1e-6)
+
+
+def test_static_paths_compile_with_xla():
+    """ProposalLayer, static-shape ROI align, targets and detections: jit_compile=True."""
+    config = make_config()
+    boxes, meta, maps = roi_align_inputs(13)
+    align = PyramidROIAlign((5, 4), static_shapes=True)
+    cases = [
+        (ProposalLayer(20, 0.5, config), list(proposal_inputs(14))),
+        (align, [boxes, meta] + maps),
+        (DetectionTargetLayer(config), list(target_inputs(15))),
+        (DetectionLayer(config), list(detection_inputs(16))),
+    ]
+    for layer, data in cases:
+        compiled = tf.function(layer, jit_compile=True)
+        got = tf.nest.flatten(compiled(data))
+        if not isinstance(layer, DetectionTargetLayer):  # random sampling differs
+            for a, b in zip(got, tf.nest.flatten(layer(data))):
+                np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+    check_targets(config, target_inputs(15), tf.function(
+        DetectionTargetLayer(config), jit_compile=True)(list(target_inputs(15))))
 
 
 def test_missing_setting_is_named():

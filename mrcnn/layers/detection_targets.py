@@ -177,9 +177,10 @@ class DetectionTargetLayer(keras.layers.Layer):
         images = tf.reshape(images, tf.concat([[batch * num_gt], tf.shape(images)[2:]], 0))
         images = images[..., tf.newaxis]  # [B*G, mh, mw, 1]
         mask_index = assigned + tf.range(batch)[:, tf.newaxis] * num_gt  # [B, P]
-        crops = tf.image.crop_and_resize(
+        # Same values as tf.image.crop_and_resize, but XLA-compilable.
+        crops = box_ops.crop_and_resize_gather(
             images, tf.reshape(boxes, [-1, 4]), tf.reshape(mask_index, [-1]),
-            self.mask_shape, method="bilinear")  # [B*P, mh', mw', 1]
+            self.mask_shape)  # [B*P, mh', mw', 1]
         crops = tf.round(crops[..., 0])
         return tf.reshape(crops, [batch, p, self.mask_shape[0], self.mask_shape[1]])
 

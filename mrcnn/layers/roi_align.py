@@ -42,9 +42,10 @@ class PyramidROIAlign(keras.layers.Layer):
 
     Args:
         pool_shape: ``(pool_height, pool_width)``, e.g. ``(7, 7)`` or ``(14, 14)``.
-        static_shapes: if True, crop every box from every level and select by level, so
-            all shapes are static (for XLA/TPU); 4x the crop work. Default False
-            (one crop per level of only its boxes, the fast path on CPU/GPU).
+        static_shapes: if True, sample every box with gathers from the flattened pyramid
+            (``ops.boxes.bilinear_crops``): static shapes and no CropAndResize op, so
+            XLA/TPU can compile it. Default False: one ``tf.image.crop_and_resize`` per
+            level on that level's boxes (the fast path on CPU/GPU). Same values.
 
     Inputs: ``[boxes [B, N, 4] normalised, image_meta [B, META], P2, P3, P4, P5]``.
     Output: ``[B, N, pool_height, pool_width, C]``.
@@ -92,14 +93,25 @@ class PyramidROIAlign(keras.layers.Layer):
         return tf.dynamic_stitch(level_order, pooled)  # [B*N, ph, pw, C]
 
     def _crop_dense(self, feature_maps, boxes, box_indices, levels):
-        """Crops all boxes on every level and keeps each box's own level."""
-        pooled = 0.0
-        for i, feature_map in enumerate(feature_maps):
-            crops = tf.image.crop_and_resize(
-                feature_map, boxes, box_indices, self.pool_shape, method="bilinear")
-            chosen = tf.cast(tf.equal(levels, i), crops.dtype)  # [B*N]
-            pooled += crops * chosen[:, tf.newaxis, tf.newaxis, tf.newaxis]
-        return pooled  # [B*N, ph, pw, C]
+        """All levels flattened into one tensor; each box gathers from its own level.
+
+        Static shapes and no CropAndResize op, so XLA (TPU) can compile it.
+        """
+        flat_maps, bases, heights, widths = [], [], [], []
+        offset = 0
+        for feature_map in feature_maps:
+            shape = tf.shape(feature_map)  # [B, h_l, w_l, C]
+            flat_maps.append(tf.reshape(feature_map, [-1, shape[3]]))  # [B*h_l*w_l, C]
+            bases.append(offset + box_indices * shape[1] * shape[2])  # [B*N]
+            heights.append(shape[1])
+            widths.append(shape[2])
+            offset += shape[0] * shape[1] * shape[2]
+        flat = tf.concat(flat_maps, axis=0)  # [sum_l B*h_l*w_l, C]
+        one_hot = tf.one_hot(levels, 4, dtype=tf.int32)  # [B*N, 4]
+        base = tf.reduce_sum(tf.stack(bases, axis=1) * one_hot, axis=1)  # [B*N]
+        height = tf.gather(tf.stack(heights), levels)  # [B*N]
+        width = tf.gather(tf.stack(widths), levels)  # [B*N]
+        return box_ops.bilinear_crops(flat, base, height, width, boxes, self.pool_shape)
 
     def compute_output_shape(self, input_shape):
         boxes_shape, feature_shape = input_shape[0], input_shape[2]

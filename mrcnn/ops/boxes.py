@@ -197,3 +197,90 @@ def batched_nms_padded(boxes, scores, max_output_size, iou_threshold,
         fn_output_signature=(tf.TensorSpec([k], tf.int32), tf.TensorSpec([], tf.int32)))
     valid = tf.range(k)[tf.newaxis, :] < counts[:, tf.newaxis]  # [B, K]
     return indices, valid
+
+
+def _sample_grid(low, high, size, extent):
+    """Sample positions of ``tf.image.crop_and_resize`` along one axis.
+
+    Args:
+        low, high: ``[M]`` normalised box edges.
+        size: python int, output samples.
+        extent: ``[M]`` float, image size minus one along this axis.
+
+    Returns:
+        ``[M, size]`` float pixel coordinates.
+    """
+    if size > 1:
+        steps = tf.range(size, dtype=tf.float32) / float(size - 1)  # [size]
+        return (low[:, tf.newaxis] + steps[tf.newaxis, :] * (high - low)[:, tf.newaxis]) \
+            * extent[:, tf.newaxis]
+    return (0.5 * (low + high) * extent)[:, tf.newaxis]
+
+
+def bilinear_crops(flat_images, base, heights, widths, boxes, crop_size):
+    """Bilinear crops gathered from images stored as rows of one flat tensor.
+
+    Same sampling as ``tf.image.crop_and_resize(method="bilinear")`` with extrapolation
+    value 0, but built from gathers, so XLA (and TPUs) can compile it and each box can
+    come from an image of a different size (e.g. another pyramid level).
+
+    Args:
+        flat_images: ``[T, C]`` pixels of all images, each image row-major.
+        base: ``[M]`` int32 row of each box's image's pixel (0, 0) in ``flat_images``.
+        heights, widths: ``[M]`` int32 size of each box's image.
+        boxes: ``[M, 4]`` normalised boxes.
+        crop_size: ``(crop_height, crop_width)`` python ints.
+
+    Returns:
+        ``[M, crop_height, crop_width, C]``.
+    """
+    boxes = tf.cast(boxes, tf.float32)
+    y_max = tf.cast(heights - 1, tf.float32)  # [M]
+    x_max = tf.cast(widths - 1, tf.float32)
+    ys = _sample_grid(boxes[:, 0], boxes[:, 2], crop_size[0], y_max)  # [M, ph]
+    xs = _sample_grid(boxes[:, 1], boxes[:, 3], crop_size[1], x_max)  # [M, pw]
+    inside_y = tf.logical_and(ys >= 0.0, ys <= y_max[:, tf.newaxis])  # [M, ph]
+    inside_x = tf.logical_and(xs >= 0.0, xs <= x_max[:, tf.newaxis])  # [M, pw]
+    y_top, x_left = tf.floor(ys), tf.floor(xs)
+    dy = (ys - y_top)[:, :, tf.newaxis, tf.newaxis]  # [M, ph, 1, 1]
+    dx = (xs - x_left)[:, tf.newaxis, :, tf.newaxis]  # [M, 1, pw, 1]
+    last_y, last_x = (heights - 1)[:, tf.newaxis], (widths - 1)[:, tf.newaxis]
+    y0 = tf.clip_by_value(tf.cast(y_top, tf.int32), 0, last_y)  # [M, ph]
+    y1 = tf.minimum(y0 + 1, last_y)
+    x0 = tf.clip_by_value(tf.cast(x_left, tf.int32), 0, last_x)  # [M, pw]
+    x1 = tf.minimum(x0 + 1, last_x)
+    row_base = base[:, tf.newaxis]  # [M, 1]
+    rows0 = (row_base + y0 * widths[:, tf.newaxis])[:, :, tf.newaxis]  # [M, ph, 1]
+    rows1 = (row_base + y1 * widths[:, tf.newaxis])[:, :, tf.newaxis]
+    cols0, cols1 = x0[:, tf.newaxis, :], x1[:, tf.newaxis, :]  # [M, 1, pw]
+    flat_images = tf.cast(flat_images, tf.float32)
+    top_left = tf.gather(flat_images, rows0 + cols0)  # [M, ph, pw, C]
+    top_right = tf.gather(flat_images, rows0 + cols1)
+    bottom_left = tf.gather(flat_images, rows1 + cols0)
+    bottom_right = tf.gather(flat_images, rows1 + cols1)
+    top = top_left + (top_right - top_left) * dx
+    bottom = bottom_left + (bottom_right - bottom_left) * dx
+    crops = top + (bottom - top) * dy  # [M, ph, pw, C]
+    inside = tf.logical_and(inside_y[:, :, tf.newaxis], inside_x[:, tf.newaxis, :])
+    return tf.where(inside[..., tf.newaxis], crops, 0.0)
+
+
+def crop_and_resize_gather(images, boxes, box_indices, crop_size):
+    """XLA-compilable stand-in for bilinear ``tf.image.crop_and_resize``.
+
+    Args:
+        images: ``[B, H, W, C]``.
+        boxes: ``[M, 4]`` normalised.
+        box_indices: ``[M]`` int32 image of each box.
+        crop_size: ``(crop_height, crop_width)`` python ints.
+
+    Returns:
+        ``[M, crop_height, crop_width, C]``.
+    """
+    shape = tf.shape(images)
+    count = tf.shape(boxes)[0]
+    flat = tf.reshape(images, [-1, shape[3]])  # [B*H*W, C]
+    base = tf.cast(box_indices, tf.int32) * shape[1] * shape[2]  # [M]
+    heights = tf.fill([count], shape[1])
+    widths = tf.fill([count], shape[2])
+    return bilinear_crops(flat, base, heights, widths, boxes, crop_size)
