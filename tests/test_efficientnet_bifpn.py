@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from mrcnn.backbones.efficientnet import (
     FEATURE_STAGES, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, RESERVED_PREFIXES, BatchNorm,
-    ImageNetNormalize, efficientnet_backbone, keras_application, load_imagenet_weights)
+    ImageNetNormalize, efficientnet_b0, efficientnet_b7, efficientnet_backbone,
+    keras_application, load_imagenet_weights)
 from mrcnn.necks.bifpn import WeightedFusion, bifpn_neck, bifpn_params, resolve_size
 
 SIZE = 128
@@ -71,7 +72,8 @@ def test_backbone_layer_names_avoid_reserved_prefixes(backbone_b0):
 
 def test_input_size_must_be_multiple_of_32():
     with pytest.raises(ValueError, match="multiples of 32"):
-        efficientnet_backbone(keras.Input((100, 128, 3)), make_config(), "b0")
+        efficientnet_b0(keras.Input((100, 128, 3)), make_config())  # registry signature
+    assert efficientnet_b7.__name__ == "efficientnet_b7"
     with pytest.raises(ValueError, match="Unknown EfficientNet variant"):
         efficientnet_backbone(keras.Input((128, 128, 3)), make_config(), "b9")
 

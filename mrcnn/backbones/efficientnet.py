@@ -19,7 +19,6 @@ Features: C2..C5 are the last block outputs at strides 4, 8, 16, 32 (stages 2, 3
 of the paper's table). Input sides must be multiples of 32.
 """
 
-import functools
 import math
 import os
 
@@ -248,11 +247,25 @@ def efficientnet_backbone(input_image, config, variant="b0", train_bn=_FROM_CONF
     return {name: stage_outputs[stage] for name, stage in FEATURE_STAGES.items()}
 
 
-# Ready-made registry entries: BACKBONES.update(EFFICIENTNET_BACKBONES)
-EFFICIENTNET_BACKBONES = {
-    f"efficientnet-{key}": functools.partial(efficientnet_backbone, variant=key)
-    for key in EFFICIENTNET_PARAMS
-}
+def _variant_backbone(key):
+    """backbone(input_image, config) for one variant (the registry's signature)."""
+    def backbone(input_image, config):
+        return efficientnet_backbone(input_image, config, variant=key)
+    backbone.__name__ = backbone.__qualname__ = f"efficientnet_{key}"
+    backbone.__doc__ = (f"EfficientNet-{key.upper()} features {{'C2'..'C5'}}; "
+                        f"see efficientnet_backbone.")
+    return backbone
+
+
+# Registered in mrcnn/backbones/__init__.py as "efficientnet-b0".."efficientnet-b7".
+efficientnet_b0 = _variant_backbone("b0")
+efficientnet_b1 = _variant_backbone("b1")
+efficientnet_b2 = _variant_backbone("b2")
+efficientnet_b3 = _variant_backbone("b3")
+efficientnet_b4 = _variant_backbone("b4")
+efficientnet_b5 = _variant_backbone("b5")
+efficientnet_b6 = _variant_backbone("b6")
+efficientnet_b7 = _variant_backbone("b7")
 
 
 def keras_application(variant, input_shape=(None, None, 3)):
