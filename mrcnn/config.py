@@ -150,6 +150,12 @@ class Config:
     # Train or freeze batch normalization layers: None trains them, False freezes them
     # (inference mode, matterport's default for small batches), True forces training mode.
     TRAIN_BN = False
+    # Momentum of the batch-norm moving statistics; from-scratch training on few steps
+    # wants a lower value (e.g. 0.9) so inference statistics catch up quickly.
+    BN_MOMENTUM = 0.99
+
+    # Drop-connect rate of EfficientNet blocks.
+    EFFICIENTNET_DROP_CONNECT_RATE = 0.2
 
     # Gradient norm clipping.
     GRADIENT_CLIP_NORM = 5.0

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mrcnn import graph, inference, utils
+from mrcnn import distribute, graph, inference, utils
 from mrcnn.callbacks import AtomicCheckpoint, LossCurve, TimeBudget
 from mrcnn.data.pipeline import SkipCounter, training_inputs
 from mrcnn.ops.anchors import norm_anchors
@@ -59,11 +59,18 @@ class MaskRCNN:
         self.epoch = 0
         self.skips = SkipCounter()
         self._infer_fn = None
+        if strategy is not None:
+            # One replica is one "GPU": the global batch is IMAGES_PER_GPU x replicas.
+            distribute.configure_for_strategy(config, strategy)
         self.set_log_dir()
-        if config.MIXED_PRECISION:
-            keras.mixed_precision.set_global_policy(config.MIXED_PRECISION)
-        with self._scope():
-            self.keras_model = self.build(mode=mode, config=config)
+        # Layers take the policy when built; the global policy is restored afterwards.
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(config.MIXED_PRECISION or "float32")
+        try:
+            with self._scope():
+                self.keras_model = self.build(mode=mode, config=config)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
 
     def _scope(self):
         return self.strategy.scope() if self.strategy is not None else _NullScope()
@@ -73,9 +80,14 @@ class MaskRCNN:
         """Builds the Keras model of the given mode (matterport's build)."""
         if mode == "training":
             inputs, outputs = graph.build_training_graph(config)
-            return MaskRCNNTrainModel(inputs, outputs, config, name="mask_rcnn")
-        inputs, outputs = graph.build_inference_graph(config)
-        return keras.Model(inputs, outputs, name="mask_rcnn")
+            model = MaskRCNNTrainModel(inputs, outputs, config, name="mask_rcnn")
+        else:
+            inputs, outputs = graph.build_inference_graph(config)
+            model = keras.Model(inputs, outputs, name="mask_rcnn")
+        for layer in model.layers:  # read at call time, so one place sets it for all
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = config.BN_MOMENTUM
+        return model
 
     # ------------------------------------------------------------------ checkpoints
     def set_log_dir(self, model_path=None):
@@ -168,12 +180,11 @@ class MaskRCNN:
             raise ValueError(f"layers={layers!r} selects no layer with weights; use "
                              "heads, 3+, 4+, 5+, all or a regex over layer names.")
         bs = self.config.BATCH_SIZE
-        train_ds = training_inputs(train_dataset, self.config, bs, shuffle=True,
-                                   augmentation=augmentation, skips=self.skips)
-        val_ds = (training_inputs(val_dataset, self.config, bs, shuffle=True,
-                                  skips=self.skips) if val_dataset is not None else None)
-        os.makedirs(self.log_dir, exist_ok=True)
+        train_ds = self._inputs(train_dataset, bs, augmentation)
+        val_ds = self._inputs(val_dataset, bs) if val_dataset is not None else None
         chief = _is_chief(self.strategy)
+        if chief:  # only the chief writes checkpoints and logs
+            os.makedirs(self.log_dir, exist_ok=True)
         callbacks = [AtomicCheckpoint(self.checkpoint_path, is_chief=chief),
                      LossCurve(os.path.join(self.log_dir, "training_curve.csv"),
                                os.path.join(self.log_dir, "training_curve.png"),
@@ -189,8 +200,9 @@ class MaskRCNN:
         log.info("Starting at epoch %d, LR=%s, training %d layers; checkpoints: %s",
                  self.epoch, learning_rate, len(trained), self.checkpoint_path)
         with self._scope():
-            self.keras_model.compile(optimizer=make_optimizer(self.config, learning_rate),
-                                     jit_compile=False)
+            self.keras_model.compile(
+                optimizer=make_optimizer(self.config, learning_rate), jit_compile=False,
+                steps_per_execution=int(getattr(self.config, "STEPS_PER_EXECUTION", 1)))
         history = self.keras_model.fit(
             train_ds, initial_epoch=self.epoch, epochs=epochs,
             steps_per_epoch=self.config.STEPS_PER_EPOCH, callbacks=callbacks,
@@ -203,6 +215,19 @@ class MaskRCNN:
                         self.skips.count, self.skips.reasons[:1])
         self.time_budget_exhausted = bool(budget and budget.exhausted)
         return history
+
+    def _inputs(self, data, batch_size, augmentation=None):
+        """Training/validation batches; TFRecord file patterns are sharded per worker."""
+        if distribute.is_tpu(self.strategy):
+            distribute.check_tpu_inputs(data, self.config, augmentation)
+        pre_sharded = False
+        if distribute.is_file_pattern(data):
+            data, pre_sharded = distribute.worker_records(data, self.config, self.strategy)
+        ds = training_inputs(data, self.config, batch_size, shuffle=True,
+                             augmentation=augmentation, skips=self.skips)
+        if pre_sharded:
+            ds = distribute.set_shard_policy(ds, tf.data.experimental.AutoShardPolicy.OFF)
+        return ds
 
     # ------------------------------------------------------------------ inference
     def mold_inputs(self, images):

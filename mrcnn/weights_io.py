@@ -27,8 +27,13 @@ def _decode(x):
 
 
 def is_keras3_file(path):
-    with h5py.File(path, "r") as f:
-        return "layer_names" not in f.attrs and "layers" in f and "model_weights" not in f
+    """True for Keras 3 .weights.h5 files (no layer names stored)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return "layer_names" not in f.attrs and "layers" in f and "model_weights" not in f
+    except OSError as e:
+        raise WeightsLayoutError(f"{path} is not a readable HDF5 weight file ({e}); "
+                                 "download or copy it again.") from e
 
 
 def read_named_weights(path):

@@ -26,6 +26,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from mrcnn.layers.batch_norm import BatchNorm
+
 # name: (width coefficient, depth coefficient, default resolution, drop-connect rate)
 EFFICIENTNET_PARAMS = {
     "b0": (1.0, 1.0, 224, 0.2),
@@ -60,35 +62,6 @@ CONV_INIT = keras.initializers.VarianceScaling(
     scale=2.0, mode="fan_out", distribution="truncated_normal")
 
 _FROM_CONFIG = "config"
-
-
-@keras.saving.register_keras_serializable(package="mrcnn")
-class BatchNorm(layers.BatchNormalization):
-    """BatchNormalization whose training mode is fixed when it is built.
-
-    Args:
-        train_bn: `None` follows the `training` flag of the call (normal behaviour),
-            `False` always normalises with the moving statistics and never updates
-            them (frozen, inference mode), `True` always uses batch statistics.
-        **kwargs: passed to `keras.layers.BatchNormalization`.
-
-    Example:
-        >>> y = BatchNorm(train_bn=False, name="stem_bn")(x)
-    """
-
-    def __init__(self, train_bn=None, **kwargs):
-        super().__init__(**kwargs)
-        self.train_bn = train_bn
-
-    def call(self, inputs, training=None, mask=None):
-        if self.train_bn is not None:
-            training = self.train_bn
-        return super().call(inputs, training=training, mask=mask)
-
-    def get_config(self):
-        config = super().get_config()
-        config["train_bn"] = self.train_bn
-        return config
 
 
 @keras.saving.register_keras_serializable(package="mrcnn")

@@ -7,9 +7,11 @@ ResNet18 (basic blocks, same naming scheme) is a compact option for CPU training
 import keras
 from keras import layers
 
+from mrcnn.layers.batch_norm import BatchNorm
+
 
 def _bn(x, name, train_bn):
-    return layers.BatchNormalization(name=name, epsilon=1e-3)(x, training=train_bn)
+    return BatchNorm(train_bn=train_bn, epsilon=1e-3, name=name)(x)
 
 
 def bottleneck_block(x, kernel_size, filters, stage, block, train_bn, strides=None):

@@ -1,11 +1,12 @@
 """Classifier and box-regression head (matterport's fpn_classifier_graph)."""
 from keras import layers
 
+from mrcnn.layers.batch_norm import BatchNorm
 from mrcnn.heads.common import FlattenRois, UnflattenRois
 
 
 def _bn(x, name, train_bn):
-    return layers.BatchNormalization(name=name, epsilon=1e-3)(x, training=train_bn)
+    return BatchNorm(train_bn=train_bn, epsilon=1e-3, name=name)(x)
 
 
 def box_head(pooled, num_rois, num_classes, train_bn=True, fc_layers_size=1024):

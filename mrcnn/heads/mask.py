@@ -1,6 +1,7 @@
 """Mask head (matterport's build_fpn_mask_graph)."""
 from keras import layers
 
+from mrcnn.layers.batch_norm import BatchNorm
 from mrcnn.heads.common import FlattenRois, UnflattenRois
 
 
@@ -9,8 +10,7 @@ def mask_head(pooled, num_rois, num_classes, train_bn=True, depth=256):
     x = FlattenRois()(pooled)                                   # [B*R, p, p, C]
     for i in range(1, 5):
         x = layers.Conv2D(depth, 3, padding="same", name=f"mrcnn_mask_conv{i}")(x)
-        x = layers.BatchNormalization(name=f"mrcnn_mask_bn{i}", epsilon=1e-3)(
-            x, training=train_bn)
+        x = BatchNorm(train_bn=train_bn, epsilon=1e-3, name=f"mrcnn_mask_bn{i}")(x)
         x = layers.Activation("relu")(x)
     x = layers.Conv2DTranspose(depth, 2, strides=2, activation="relu",
                                name="mrcnn_mask_deconv")(x)     # [B*R, 2p, 2p, depth]

@@ -23,7 +23,7 @@ import re
 import keras
 from keras import layers, ops
 
-from mrcnn.backbones.efficientnet import BatchNorm
+from mrcnn.layers.batch_norm import BatchNorm
 
 # EfficientDet compound scaling: name -> (BiFPN channels, BiFPN layers)
 BIFPN_TABLE = {

@@ -46,6 +46,7 @@ class ShapesConfig(Config):
     STEPS_PER_EPOCH = 50
     VALIDATION_STEPS = 5
     TRAIN_BN = None
+    BN_MOMENTUM = 0.9
     OPTIMIZER = "adamw"
     LEARNING_RATE = 1e-3
     WEIGHT_DECAY = 1e-4
