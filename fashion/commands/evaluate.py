@@ -1,0 +1,143 @@
+"""`evaluate`: detection over a dataset's val split, COCO / iMaterialist / Fashionpedia
+metrics, a per-class table and precision-recall PNGs.
+
+Every image's masks (predicted and ground truth) are encoded to COCO RLE as soon as the
+image is done, so memory stays flat as the image count grows.
+"""
+import argparse
+import json
+import logging
+import os
+
+from fashion.commands.common import (CLIError, dataset_from_args, gt_coco, inference_model,
+                                     progress, write_json)
+from fashion.commands.detect import add_model_args, detect_one, to_records
+
+log = logging.getLogger("fashion")
+
+EXAMPLES = """examples:
+  python fashion/fashion.py evaluate --dataset demo --weights last
+  python fashion/fashion.py evaluate --dataset /data/imat2019 --format imat2019 \\
+      --weights logs/fashion20250101T1200/mask_rcnn_fashion_0120.h5 --limit 500 --out results/
+"""
+
+
+def add_parser(subparsers, parents):
+    from fashion.commands.train import add_data_args
+    p = subparsers.add_parser(
+        "evaluate", parents=parents, help="AP on the val split (COCO, iMat 2019, "
+        "Fashionpedia)", epilog=EXAMPLES,
+        description="Detect on the val split and print COCO segm/bbox AP, AP50, AP75, the "
+        "iMaterialist 2019 score, Fashionpedia's AP with IoU+F1 (when the model predicts "
+        "attributes) and a per-class table; writes predictions, ground truth, metrics.json, "
+        "per-class CSVs and precision-recall PNGs to --out.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_args(p, required=False)
+    add_model_args(p, data_flags=False)
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output directory (default: the weights' run directory, else "
+                   "results/)")
+    p.add_argument("--tta", action="store_true", help="horizontal-flip test-time "
+                   "augmentation")
+    p.add_argument("--imat-min-score", type=float, default=0.5,
+                   help="predictions below this score are left out of the iMaterialist "
+                   "score (which punishes false positives)")
+    p.set_defaults(func=run, min_confidence=0.05)
+    return p
+
+
+def _data_args(args, meta):
+    """--dataset/--format default to the ones the run was trained on."""
+    if args.dataset is None:
+        if not meta.get("dataset"):
+            raise CLIError("--dataset is needed: these weights do not record their "
+                           "dataset; pass --dataset PATH --format NAME (or demo).")
+        args.dataset, args.format = meta["dataset"], meta["format"]
+    return args
+
+
+def _detect_split(model, dataset, meta, tta, pred_path):
+    """Writes predictions of every val image to pred_path; returns them (RLE only)."""
+    from mrcnn.evaluation.predictions import PredictionWriter
+    predictions = []
+    with PredictionWriter(pred_path) as writer:
+        for image_id in progress(dataset.image_ids, "evaluate"):
+            image = dataset.load_image(image_id)                    # [H, W, 3]
+            result = detect_one(model, image, tta)
+            name = os.path.basename(dataset.image_reference(image_id))
+            records = to_records(result, int(image_id), name, meta, len(predictions) + 1)
+            del result                                              # full masks freed
+            writer.write_all(records)
+            predictions += records
+    return predictions
+
+
+def _metrics(gt, predictions, with_attributes, imat_min_score):
+    from mrcnn.evaluation import evaluate_coco, evaluate_fashionpedia, evaluate_imat
+    coco = evaluate_coco(gt, predictions, iou_types=("segm", "bbox"), per_class=True)
+    metrics = {"segm": dict(coco["segm"]), "bbox": dict(coco["bbox"])}
+    for t in ("segm", "bbox"):
+        metrics[t]["iMat2019"] = evaluate_imat(gt, predictions, iou_type=t,
+                                               min_score=imat_min_score)["score"]
+    if with_attributes:
+        fp = evaluate_fashionpedia(gt, predictions, iou_types=("segm", "bbox"),
+                                   coco_metrics=False)
+        for t in ("segm", "bbox"):
+            metrics[t].update(fp[t])
+    return metrics, coco
+
+
+def _print_report(metrics, coco, out_dir):
+    from mrcnn.evaluation.plots import plot_pr_curves, write_per_class_table
+    keys = [k for k in ("AP", "AP50", "AP75", "iMat2019", "AP_iou_f1", "AP_iou", "AP_f1")
+            if k in metrics["segm"]]
+    print("\n" + "metric".ljust(8) + "".join(k.rjust(11) for k in keys))
+    for t in ("segm", "bbox"):
+        print(t.ljust(8) + "".join(f"{metrics[t][k]:11.4f}" for k in keys))
+    print("\nPer class (segm):")
+    rows = [r for r in coco["per_class"]["segm"] if r["num_gt"] > 0]
+    write_per_class_table(rows, os.path.join(out_dir, "per_class_segm.csv"),
+                          columns=["name", "category_id", "num_gt", "AP", "AP50"])
+    write_per_class_table([r for r in coco["per_class"]["bbox"] if r["num_gt"] > 0],
+                          os.path.join(out_dir, "per_class_bbox.csv"),
+                          columns=["name", "category_id", "num_gt", "AP", "AP50"],
+                          stream=None)
+    pngs = []
+    for t in ("segm", "bbox"):
+        path = os.path.join(out_dir, f"precision_recall_{t}.png")
+        plot_pr_curves(coco["precision"][t], coco["category_names"], path)
+        pngs.append(path)
+    return pngs
+
+
+def run(args):
+    model, meta, weights = inference_model(args)
+    _data_args(args, meta)
+    if args.dataset == "demo" and not args.image_size:
+        args.image_size = int(model.config.IMAGE_MAX_DIM)  # the demo set at the run's size
+    dataset, path, fmt = dataset_from_args(args, "val")
+    if fmt != meta.get("format") and meta.get("format"):
+        raise CLIError(f"The weights were trained on {meta['format']} labels but --format "
+                       f"is {fmt}; evaluate on a dataset with the same labels.")
+    if not len(dataset.image_ids):
+        raise CLIError(f"The val split of {path} has no images; check --dataset, --limit "
+                       "and --val-fraction.")
+    out_dir = args.out or (os.path.dirname(os.path.abspath(weights))
+                           if os.path.basename(os.path.dirname(os.path.abspath(weights)))
+                           .startswith("fashion") else "results")
+    os.makedirs(out_dir, exist_ok=True)
+    gt = gt_coco(dataset)
+    write_json(os.path.join(out_dir, "ground_truth_val.json"), gt)
+    pred_path = os.path.join(out_dir, "predictions_val.jsonl")
+    predictions = _detect_split(model, dataset, meta, args.tta, pred_path)
+    with_attributes = bool(meta.get("attribute_index_to_id")) and "attributes" in gt
+    metrics, coco = _metrics(gt, predictions, with_attributes, args.imat_min_score)
+    pngs = _print_report(metrics, coco, out_dir)
+    summary = {"weights": os.path.abspath(weights), "images": len(dataset.image_ids),
+               "detections": len(predictions), **metrics}
+    write_json(os.path.join(out_dir, "metrics.json"), summary)
+    print(f"\n{len(predictions)} detections on {len(dataset.image_ids)} val images; "
+          f"results in {out_dir} (metrics.json, {', '.join(os.path.basename(p) for p in pngs)})")
+    print(json.dumps({t: metrics[t] for t in ("segm", "bbox")}))
+    return {"out": out_dir, "metrics": metrics, "predictions": pred_path,
+            "ground_truth": os.path.join(out_dir, "ground_truth_val.json")}

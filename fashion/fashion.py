@@ -1,0 +1,103 @@
+"""Mask R-CNN for clothes: train, evaluate, detect, submit, score, check and demo.
+
+Run as a script from anywhere (it puts the repository root on sys.path):
+
+    python fashion/fashion.py demo
+    python fashion/fashion.py train --dataset demo --weights none --time-budget 10
+    python fashion/fashion.py evaluate --dataset demo --weights last
+    python fashion/fashion.py detect --weights last --images photos/ --out pred.jsonl
+    python fashion/fashion.py submit --predictions pred.jsonl --format imat2019 --out sub.csv
+    python fashion/fashion.py score --annotations gt.json --predictions pred.jsonl --json
+    python fashion/fashion.py check --weights last --image img.jpg --expected masks/
+
+Every command has --help with examples. Bad input (unknown values, missing or
+malformed files, weights that do not fit the model) ends with one sentence on stderr
+and exit code 2; a failed `check` exits with 1. Outputs are written to temporary files
+and renamed, so an error never leaves a half-written file.
+"""
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from fashion.commands import demo, detect, evaluate, score, submit, train  # noqa: E402
+from fashion.commands.common import CLIError  # noqa: E402
+
+log = logging.getLogger("fashion")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-sentence errors (exit code 2) and no usage dump."""
+
+    def error(self, message):
+        raise CLIError(f"{self.prog}: {message}; see {self.prog} --help.")
+
+
+def build_parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--logs", default="logs", metavar="DIR",
+                        help="run directories and checkpoints (default logs/)")
+    common.add_argument("--quiet", action="store_true", help="less logging")
+    parser = _Parser(prog="fashion.py", description=__doc__.split("\n\n")[0],
+                     epilog="Run 'fashion.py COMMAND --help' for a command's flags and "
+                     "examples.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for module in (train, evaluate, detect, submit, demo):
+        module.add_parser(sub, [common])
+    score.add_parsers(sub, [common])
+    return parser
+
+
+def run_command(argv):
+    """Parses argv and runs the command; returns its result dict (raises on errors)."""
+    args = build_parser().parse_args(argv)
+    if not getattr(args, "command", None):
+        raise CLIError("fashion.py: no command given; use one of train, evaluate, "
+                       "detect, submit, score, check, demo (see fashion.py --help).")
+    return args.func(args)
+
+
+def _setup_logging(argv):
+    quiet = "--quiet" in argv
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(message)s")
+    for name in ("fashion", "mrcnn"):
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def _one_line(error):
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(str(text).split()) or type(error).__name__
+
+
+def main(argv=None):
+    """The command line: returns the exit code (0 ok, 1 failed check, 2 bad input)."""
+    from fashion.commands.score import CheckFailed
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _setup_logging(argv)
+    try:
+        run_command(argv)
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
+    except CheckFailed as e:
+        print(f"check failed: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+    except (CLIError, ValueError, KeyError, FileNotFoundError, IsADirectoryError,
+            PermissionError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and type(e).__module__ != "mrcnn.weights":
+            raise
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
