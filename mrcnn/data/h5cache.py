@@ -19,10 +19,13 @@ Example:
     source = H5RecordSource(path, config)
     record = source.get(0)      # same dict as build_record(train_dataset, config, id)
 """
+import itertools
 import json
 import logging
 import multiprocessing
 import os
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 
 import h5py
 import numpy as np
@@ -150,11 +153,24 @@ def _records(dataset, config, num_workers):
         for image_id in ids:
             yield _build_one(image_id)
         return
-    # fork: workers inherit the dataset without pickling it.
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(num_workers, initializer=_init_worker,
-                  initargs=(dataset, config)) as pool:
-        yield from pool.imap(_build_one, ids, chunksize=4)
+    # fork: workers inherit the dataset without pickling it. A bounded window of
+    # futures keeps the order and the memory in check; on an error the pending work is
+    # cancelled and the workers finish their current image and exit (no SIGTERM, which
+    # can leave multiprocessing.Pool deadlocked).
+    window = 4 * num_workers
+    remaining = iter(ids)
+    with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("fork"),
+                             initializer=_init_worker, initargs=(dataset, config)) as ex:
+        pending = deque(ex.submit(_build_one, i) for i in itertools.islice(remaining, window))
+        try:
+            while pending:
+                result = pending.popleft().result()
+                for image_id in itertools.islice(remaining, 1):
+                    pending.append(ex.submit(_build_one, image_id))
+                yield result
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def build_h5_cache(dataset, config, path, num_workers=2, overwrite=False):
