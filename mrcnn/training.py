@@ -95,6 +95,45 @@ def make_optimizer(config, learning_rate):
     return opt
 
 
+def bool_inputs_as_uint8(dataset):
+    """Casts bool input tensors to uint8 (train_step casts them back).
+
+    Keras 3 averages the first batch across replicas to build a model under a
+    tf.distribute strategy, which fails for bool tensors (input_gt_masks).
+    """
+    def cast(batch):
+        return {k: tf.cast(v, tf.uint8) if v.dtype == tf.bool else v
+                for k, v in batch.items()}
+    return dataset.map(cast, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def clip_global_gradients(optimizer, pairs, replicas):
+    """Clips the summed gradient of all replicas, as one device would (replica context).
+
+    Keras optimizers clip (clipnorm) each replica's gradient before summing them, which
+    is not the step one device takes on the global batch. Here the replicas' gradients
+    are summed first, clipped per variable (after undoing a loss scale), and handed
+    back divided by the replica count: the optimizer's own sum then restores the
+    clipped global gradient, and its own clipping is a no-op (norms <= clipnorm / N).
+    """
+    scaler = optimizer if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else None
+    clip = (scaler.inner_optimizer if scaler else optimizer).clipnorm
+    ctx = tf.distribute.get_replica_context()
+    if not clip or ctx is None or not pairs:
+        return pairs
+    grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [g for g, _ in pairs])
+    scale = tf.cast(scaler.scale_loss(1.0), tf.float32) if scaler else None
+    clipped = []
+    for g, (_, v) in zip(grads, pairs):
+        g32 = tf.cast(g, tf.float32)
+        if scale is not None:
+            g32 = tf.clip_by_norm(g32 / scale, clip) * scale   # clip the unscaled value
+        else:
+            g32 = tf.clip_by_norm(g32, clip)
+        clipped.append((tf.cast(g32 / replicas, g.dtype), v))
+    return clipped
+
+
 class MaskRCNNTrainModel(keras.Model):
     """The training graph as a functional keras.Model with its own train/test steps.
 
@@ -108,6 +147,9 @@ class MaskRCNNTrainModel(keras.Model):
     def __init__(self, inputs, outputs, config, **kwargs):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.config = config
+        # Input dtypes, to undo the uint8 transport of bool inputs (see bool_inputs_as_uint8).
+        self._input_dtypes = ({k: v.dtype for k, v in inputs.items()}
+                              if isinstance(inputs, dict) else {})
         names = ["loss"] + [n for n in config.LOSS_WEIGHTS
                             if n != "mrcnn_attr_loss" or config.NUM_ATTRIBUTES]
         self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
@@ -115,6 +157,11 @@ class MaskRCNNTrainModel(keras.Model):
     @property
     def metrics(self):
         return list(self._trackers.values())
+
+    def _standardize(self, data):
+        inputs = data[0] if isinstance(data, tuple) else data
+        return {k: tf.cast(v, self._input_dtypes[k]) if k in self._input_dtypes
+                and v.dtype != self._input_dtypes[k] else v for k, v in inputs.items()}
 
     def _loss_values(self, inputs, training):
         outputs = self(inputs, training=training)
@@ -131,7 +178,7 @@ class MaskRCNNTrainModel(keras.Model):
         return {k: m.result() for k, m in self._trackers.items()}
 
     def train_step(self, data):
-        inputs = data[0] if isinstance(data, tuple) else data
+        inputs = self._standardize(data)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             total, losses = self._loss_values(inputs, training=True)
@@ -141,11 +188,13 @@ class MaskRCNNTrainModel(keras.Model):
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        if replicas > 1:
+            pairs = clip_global_gradients(self.optimizer, pairs, replicas)
         self.optimizer.apply_gradients(pairs)
         return self._update(total, losses)
 
     def test_step(self, data):
-        inputs = data[0] if isinstance(data, tuple) else data
+        inputs = self._standardize(data)
         total, losses = self._loss_values(inputs, training=False)
         return self._update(total, losses)
 
