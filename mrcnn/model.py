@@ -27,8 +27,8 @@ from mrcnn import distribute, graph, inference, utils
 from mrcnn.callbacks import AtomicCheckpoint, LossCurve, TimeBudget
 from mrcnn.data.pipeline import SkipCounter, training_inputs
 from mrcnn.ops.anchors import norm_anchors
-from mrcnn.training import (MaskRCNNTrainModel, layers_regex, make_optimizer,
-                            set_trainable)
+from mrcnn.training import (MaskRCNNTrainModel, bool_inputs_as_uint8, layers_regex,
+                            make_optimizer, set_trainable)
 from mrcnn.weights_io import is_keras3_file, load_weights_by_name
 
 log = logging.getLogger("mrcnn")
@@ -225,6 +225,8 @@ class MaskRCNN:
             data, pre_sharded = distribute.worker_records(data, self.config, self.strategy)
         ds = training_inputs(data, self.config, batch_size, shuffle=True,
                              augmentation=augmentation, skips=self.skips)
+        if self.strategy is not None:
+            ds = bool_inputs_as_uint8(ds)
         if pre_sharded:
             ds = distribute.set_shard_policy(ds, tf.data.experimental.AutoShardPolicy.OFF)
         return ds
