@@ -185,6 +185,9 @@ def build_h5_cache(dataset, config, path, num_workers=2, overwrite=False):
     if not overwrite and os.path.exists(path) and _cache_is_current(path, fingerprint):
         log.info("H5 cache %s is up to date; reusing it.", path)
         return path
+    if config.IMAGE_RESIZE_MODE == "crop":
+        log.warning("H5 cache %s: IMAGE_RESIZE_MODE is 'crop', so each image's random crop "
+                    "is frozen in the cache; use 'square' or 'pad64' for cached data.", path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     partial = path + ".partial"
     skipped = []
