@@ -161,6 +161,12 @@ def _expand(file_pattern_or_list):
     return files
 
 
+def expand_files(file_pattern_or_list):
+    """A glob pattern (local or gs://) or a list of paths/patterns -> sorted file list;
+    FileNotFoundError naming the pattern when nothing matches."""
+    return _expand(file_pattern_or_list)
+
+
 def read_tfrecords(file_pattern_or_list, config, num_parallel_calls=tf.data.AUTOTUNE,
                    deterministic=True):
     """TFRecord files (a glob pattern, local or gs://, or a list) -> tf.data.Dataset of
