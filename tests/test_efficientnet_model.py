@@ -1,0 +1,86 @@
+"""EfficientNet-B0 + BiFPN under the Mask R-CNN heads: a config value away."""
+import numpy as np
+import pytest
+
+from mrcnn.config import Config, ConfigError
+from mrcnn.model import MaskRCNN
+from tests.conftest import TinyConfig
+
+
+class B0Config(TinyConfig):
+    NAME = "tiny_b0"
+    BACKBONE = "efficientnet-b0"
+    TOP_DOWN_PYRAMID_SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def b0_trained(tmp_path_factory, shapes_data):
+    config = B0Config()
+    model = MaskRCNN("training", config, str(tmp_path_factory.mktemp("b0logs")))
+    return model, config
+
+
+def test_b0_bifpn_is_the_default_neck(b0_trained):
+    model, config = b0_trained
+    assert config.neck_name() == "bifpn"
+    names = [l.name for l in model.keras_model.layers]
+    assert any(n.startswith("bifpn_") for n in names)
+    assert not any(n.startswith("fpn_") for n in names)
+    fusion = [w for l in model.keras_model.layers if "fusion" in type(l).__name__.lower()
+              for w in l.trainable_weights]
+    assert fusion, "BiFPN fusion weights must be trainable variables"
+
+
+def test_b0_heads_stage_freezes_backbone_and_loss_falls(b0_trained, shapes_data):
+    import tensorflow as tf
+    from mrcnn.data.pipeline import training_inputs
+    from mrcnn.training import layers_regex, make_optimizer, set_trainable
+    model, config = b0_trained
+    trained = set_trainable(model.keras_model, layers_regex("heads", config.BACKBONE))
+    assert trained and all(n.startswith(("bifpn_", "rpn_", "mrcnn_")) for n in trained)
+    set_trainable(model.keras_model, layers_regex("all", config.BACKBONE))
+    tf.keras.utils.set_random_seed(1)
+    model.keras_model.compile(optimizer=make_optimizer(config, 0.01))
+    batch = next(iter(training_inputs(shapes_data[0], config, 2, repeat=False)))
+    losses = [float(model.keras_model.train_on_batch(batch, return_dict=True)["loss"])
+              for _ in range(10)]
+    assert min(losses[-3:]) < 0.7 * losses[0], losses
+
+
+def test_b0_detects_saves_and_reloads(b0_trained, shapes_data, tmp_path):
+    from mrcnn.weights_io import save_weights_by_name
+    model, config = b0_trained
+    path = str(tmp_path / "b0.h5")
+    save_weights_by_name(model.keras_model, path)
+    a = MaskRCNN("inference", config, str(tmp_path))
+    a.load_weights(path, by_name=True)
+    b = MaskRCNN("inference", config, str(tmp_path))
+    b.load_weights(path, by_name=True)
+    image = shapes_data[1].load_image(0)
+    ra, rb = a.detect([image])[0], b.detect([image])[0]
+    assert ra["masks"].shape[:2] == image.shape[:2]
+    np.testing.assert_array_equal(ra["rois"], rb["rois"])
+    np.testing.assert_allclose(ra["scores"], rb["scores"], rtol=1e-5)
+
+
+def test_resnet_checkpoint_into_efficientnet_loads_heads(inference_tiny, tmp_path):
+    """A ResNet-FPN checkpoint loads its heads into an EfficientNet model by name."""
+    from mrcnn.weights_io import save_weights_by_name
+    path = str(tmp_path / "resnet.h5")
+    save_weights_by_name(inference_tiny.keras_model, path)
+    config = B0Config()
+    model = MaskRCNN("inference", config, str(tmp_path))
+    report = model.load_weights(path, by_name=True)
+    assert "mrcnn_mask" in report["loaded"] and "rpn_conv_shared" in report["loaded"]
+    assert any(n.startswith("block") for n in report["skipped"])
+    assert "res2a_branch2a" in report["unused"]
+    np.testing.assert_array_equal(
+        model.keras_model.get_layer("mrcnn_mask").get_weights()[0],
+        inference_tiny.keras_model.get_layer("mrcnn_mask").get_weights()[0])
+
+
+def test_unknown_backbone_and_neck_list_valid_names():
+    with pytest.raises(ConfigError, match="efficientnet-b0.*resnet101"):
+        type("C", (Config,), {"NUM_CLASSES": 2, "BACKBONE": "efficientnet-b9"})()
+    with pytest.raises(ConfigError, match="bifpn, fpn"):
+        type("C", (Config,), {"NUM_CLASSES": 2, "NECK": "pafpn"})()
