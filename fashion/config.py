@@ -100,33 +100,35 @@ def make_config(image_size, num_classes, num_attributes=0, backbone="resnet50",
 
 
 # ---------------------------------------------------------------------- saving with runs
-SAVED_KEYS = ("BACKBONE", "NUM_CLASSES", "NUM_ATTRIBUTES", "IMAGE_MIN_DIM", "IMAGE_MAX_DIM",
-              "RPN_ANCHOR_SCALES", "TRAIN_ROIS_PER_IMAGE", "POST_NMS_ROIS_TRAINING",
-              "POST_NMS_ROIS_INFERENCE", "PRE_NMS_LIMIT", "RPN_TRAIN_ANCHORS_PER_IMAGE",
-              "MAX_GT_INSTANCES", "DETECTION_MAX_INSTANCES", "MINI_MASK_SHAPE",
-              "MASK_POOL_SIZE", "MASK_SHAPE", "TRAIN_BN", "OPTIMIZER", "LEARNING_RATE",
-              "WEIGHT_DECAY", "WARMUP_STEPS", "TOP_DOWN_PYRAMID_SIZE",
-              "FPN_CLASSIF_FC_LAYERS_SIZE", "IMAGES_PER_GPU", "STEPS_PER_EPOCH",
-              "VALIDATION_STEPS", "MIXED_PRECISION", "DETECTION_MIN_CONFIDENCE", "NECK")
+COMPUTED = ("BATCH_SIZE", "IMAGE_SHAPE", "IMAGE_META_SIZE", "GPU_COUNT")
 
 
 def config_values(config):
-    """The JSON-able config values a run needs to rebuild its model for inference."""
+    """Every Config value of a run (JSON-able) so inference can rebuild its model."""
     def plain(v):
         if isinstance(v, np.ndarray):
             return v.tolist()
         if isinstance(v, tuple):
             return list(v)
+        if isinstance(v, np.generic):
+            return v.item()
         return v
-    return {k: plain(getattr(config, k)) for k in SAVED_KEYS}
+    return {k: plain(v) for k, v in config.to_dict().items()
+            if k not in COMPUTED and not callable(v)}
 
 
 def values_to_overrides(values):
-    """Inverse of config_values: JSON lists back to the types Config expects."""
-    out = dict(values)
-    for key in ("RPN_ANCHOR_SCALES", "MINI_MASK_SHAPE"):
-        if key in out and out[key] is not None:
-            out[key] = tuple(out[key])
+    """Inverse of config_values: JSON lists back to the types Config's defaults have."""
+    out = {}
+    for key, value in values.items():
+        default = getattr(Config, key, None)
+        if isinstance(default, np.ndarray) and value is not None:
+            value = np.array(value)
+        elif isinstance(default, tuple) and value is not None:
+            value = tuple(value)
+        out[key] = value
+    for key in COMPUTED:
+        out.pop(key, None)
     return out
 
 

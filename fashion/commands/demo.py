@@ -15,7 +15,7 @@ EXAMPLES = """examples:
 """
 # Small heads: the demo trains from scratch on a CPU.
 DEMO_SETTINGS = ["TOP_DOWN_PYRAMID_SIZE=128", "FPN_CLASSIF_FC_LAYERS_SIZE=512",
-                 "ATTRIBUTE_FC_SIZE=256", "WARMUP_STEPS=100"]
+                 "ATTRIBUTE_FC_SIZE=256", "WARMUP_STEPS=100", "VALIDATION_STEPS=5"]
 
 
 def add_parser(subparsers, parents):
@@ -29,7 +29,7 @@ def add_parser(subparsers, parents):
     p.add_argument("--demo-dir", default=str(DEMO_DIR))
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--steps-per-epoch", type=int, default=25)
+    p.add_argument("--steps-per-epoch", type=int, default=50)
     p.add_argument("--images-per-gpu", type=int, default=4)
     p.add_argument("--out", default="results/demo", metavar="DIR",
                    help="evaluation results, predictions and overlays")

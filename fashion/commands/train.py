@@ -92,7 +92,10 @@ def get_strategy(name, tpu=None):
             return None
         raise CLIError(f"--strategy {name} needs mrcnn/distribute.py, which this checkout "
                        "lacks; use --strategy default.") from None
-    return library_strategy(name, tpu=tpu)
+    try:
+        return library_strategy(name, tpu=tpu)
+    except RuntimeError as e:  # mrcnn.distribute.StrategyError: no TPU, bad TF_CONFIG
+        raise CLIError(str(e)) from None
 
 
 def _augmentation(enabled):
@@ -166,6 +169,7 @@ def _load_start_weights(model, start, args):
     else:
         report = load_checkpoint(model, start, by_name=True, exclude=CLASS_SIZED_LAYERS)
         path = start
+    model.set_log_dir()  # starting weights, not a resumed run: a new run at epoch 0
     log.info("Loaded %d layers from %s.", len(report["loaded"]), path)
     if not report["loaded"]:
         raise CLIError(f"{path} holds no layer of a {model.config.BACKBONE} model; pass "
