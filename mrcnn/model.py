@@ -27,8 +27,8 @@ from mrcnn import distribute, graph, inference, utils
 from mrcnn.callbacks import AtomicCheckpoint, LossCurve, TimeBudget
 from mrcnn.data.pipeline import SkipCounter, training_inputs
 from mrcnn.ops.anchors import norm_anchors
-from mrcnn.training import (MaskRCNNTrainModel, bool_inputs_as_uint8, layers_regex,
-                            make_optimizer, set_trainable)
+from mrcnn.training import (MaskRCNNTrainModel, layers_regex, make_optimizer,
+                            set_trainable)
 from mrcnn.weights_io import is_keras3_file, load_weights_by_name
 
 log = logging.getLogger("mrcnn")
@@ -80,9 +80,11 @@ class MaskRCNN:
         """Builds the Keras model of the given mode (matterport's build)."""
         if mode == "training":
             inputs, outputs = graph.build_training_graph(config)
+            outputs = {k: _float32(v, k) for k, v in outputs.items()}
             model = MaskRCNNTrainModel(inputs, outputs, config, name="mask_rcnn")
         else:
             inputs, outputs = graph.build_inference_graph(config)
+            outputs = [_float32(v, f"output{i}") for i, v in enumerate(outputs)]
             model = keras.Model(inputs, outputs, name="mask_rcnn")
         for layer in model.layers:  # read at call time, so one place sets it for all
             if isinstance(layer, keras.layers.BatchNormalization):
@@ -225,8 +227,6 @@ class MaskRCNN:
             data, pre_sharded = distribute.worker_records(data, self.config, self.strategy)
         ds = training_inputs(data, self.config, batch_size, shuffle=True,
                              augmentation=augmentation, skips=self.skips)
-        if self.strategy is not None:
-            ds = bool_inputs_as_uint8(ds)
         if pre_sharded:
             ds = distribute.set_shard_policy(ds, tf.data.experimental.AutoShardPolicy.OFF)
         return ds
@@ -316,6 +316,13 @@ class MaskRCNN:
         values = sub.predict_on_batch([molded, metas, anchors])
         values = values if isinstance(values, (list, tuple)) else [values]
         return OrderedDict((n, np.asarray(v)) for (n, _), v in zip(outputs, values))
+
+
+def _float32(tensor, name):
+    """Under mixed precision, casts a half-precision model output to float32 (no weights)."""
+    if tensor.dtype not in ("float16", "bfloat16"):
+        return tensor
+    return keras.layers.Activation("linear", dtype="float32", name=f"{name}_float32")(tensor)
 
 
 class _NullScope:

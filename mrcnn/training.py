@@ -95,18 +95,6 @@ def make_optimizer(config, learning_rate):
     return opt
 
 
-def bool_inputs_as_uint8(dataset):
-    """Casts bool input tensors to uint8 (train_step casts them back).
-
-    Keras 3 averages the first batch across replicas to build a model under a
-    tf.distribute strategy, which fails for bool tensors (input_gt_masks).
-    """
-    def cast(batch):
-        return {k: tf.cast(v, tf.uint8) if v.dtype == tf.bool else v
-                for k, v in batch.items()}
-    return dataset.map(cast, num_parallel_calls=tf.data.AUTOTUNE)
-
-
 def clip_global_gradients(optimizer, pairs, replicas):
     """Clips the summed gradient of all replicas, as one device would (replica context).
 
@@ -134,6 +122,13 @@ def clip_global_gradients(optimizer, pairs, replicas):
     return clipped
 
 
+def _multi_worker(strategy):
+    """True under a MultiWorkerMirroredStrategy spanning more than one worker."""
+    in_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and bool(in_mode and in_mode()))
+
+
 class MaskRCNNTrainModel(keras.Model):
     """The training graph as a functional keras.Model with its own train/test steps.
 
@@ -147,7 +142,7 @@ class MaskRCNNTrainModel(keras.Model):
     def __init__(self, inputs, outputs, config, **kwargs):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.config = config
-        # Input dtypes, to undo the uint8 transport of bool inputs (see bool_inputs_as_uint8).
+        # Input dtypes: inputs fed with another dtype (e.g. uint8 masks) are cast.
         self._input_dtypes = ({k: v.dtype for k, v in inputs.items()}
                               if isinstance(inputs, dict) else {})
         names = ["loss"] + [n for n in config.LOSS_WEIGHTS
@@ -163,6 +158,25 @@ class MaskRCNNTrainModel(keras.Model):
         return {k: tf.cast(v, self._input_dtypes[k]) if k in self._input_dtypes
                 and v.dtype != self._input_dtypes[k] else v for k, v in inputs.items()}
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Builds from one replica's part of the first batch under a strategy.
+
+        Keras 3 (3.15) averages the first distributed batch across replicas here, which
+        fails for bool inputs and, under MultiWorkerMirroredStrategy, for any dict of
+        inputs; building only needs shapes, so the first local replica's values do.
+        """
+        strategy = getattr(self, "_distribute_strategy", None)
+        if strategy is None or iterator is None:
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            data_batch = tf.nest.map_structure(
+                lambda x: (strategy.experimental_local_results(x)[0]
+                           if isinstance(x, tf.distribute.DistributedValues) else x),
+                next(it))
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
     def _loss_values(self, inputs, training):
         outputs = self(inputs, training=training)
         losses = compute_losses(inputs, outputs, self.config)
@@ -175,7 +189,11 @@ class MaskRCNNTrainModel(keras.Model):
         self._trackers["loss"].update_state(total)
         for k, v in losses.items():
             self._trackers[k].update_state(v)
-        return {k: m.result() for k, m in self._trackers.items()}
+        logs = {k: m.result() for k, m in self._trackers.items()}
+        if _multi_worker(tf.distribute.get_strategy()):
+            # Keras 3 averages multi-worker logs over axis 0, which scalars lack.
+            logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
+        return logs
 
     def train_step(self, data):
         inputs = self._standardize(data)
