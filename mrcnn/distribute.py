@@ -199,8 +199,8 @@ def worker_records(file_pattern, config, strategy=None):
     all files and tf.data shards by element (DATA), which is correct but decodes
     every record on every worker: write at least one shard per worker.
     """
-    from mrcnn.data.tfrecords import _expand, read_tfrecords
-    files = _expand(file_pattern)
+    from mrcnn.data.tfrecords import expand_files, read_tfrecords
+    files = expand_files(file_pattern)
     index, count = worker_index(strategy)
     if count > 1 and len(files) >= count:
         mine = files[index::count]
