@@ -356,7 +356,9 @@ def test_weights_that_do_not_match_the_backbone(env, tmp_path):
 
 def test_malformed_prediction_line_is_named(env, tmp_path):
     pred = tmp_path / "bad.jsonl"
-    good = {"image_id": 1, "category_id": 1, "score": 0.5, "bbox": [0, 0, 2, 2]}
+    enc = mask_utils.encode(np.asfortranarray(np.eye(4, dtype=np.uint8)))
+    good = {"image_id": 1, "category_id": 1, "score": 0.5,
+            "segmentation": {"size": [4, 4], "counts": enc["counts"].decode()}}
     pred.write_text(json.dumps(good) + "\n{not json\n")
     out = tmp_path / "sub.csv"
     assert_bad_input(run(["submit", "--predictions", str(pred), "--format", "imat2019",
