@@ -1,0 +1,1 @@
+"""matterport's COCO sample: CocoDataset and the train / evaluate commands."""
