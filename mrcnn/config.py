@@ -146,6 +146,10 @@ class Config:
 
     # Use RPN ROIs or externally generated ROIs for training.
     USE_RPN_ROIS = True
+    # Append the ground-truth boxes to the RPN proposals when sampling ROIs for the
+    # heads (torchvision/detectron2 practice). matterport does not; it matters most when
+    # training from scratch, where early proposals rarely overlap an object.
+    ADD_GT_TO_PROPOSALS = False
 
     # Train or freeze batch normalization layers: None trains them, False freezes them
     # (inference mode, matterport's default for small batches), True forces training mode.

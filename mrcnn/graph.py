@@ -56,11 +56,54 @@ class ActiveClassIds(layers.Layer):
 
 
 @keras.saving.register_keras_serializable("mrcnn")
-class SliceBoxes(layers.Layer):
-    """detections [B, D, 6] -> boxes [B, D, 4]."""
+class ValidDetectionBoxes(layers.Layer):
+    """detections [B, D, 6] -> boxes [B, n, 4], n = most valid detections in the batch
+    (at least 1); rows are sorted by score with padding last, so nothing is lost."""
 
     def call(self, detections):
-        return detections[..., :4]
+        valid = tf.reduce_sum(tf.cast(detections[..., 4] > 0, tf.int32), axis=1)
+        n = tf.maximum(tf.reduce_max(valid), 1)
+        return detections[:, :n, :4]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], None, 4)
+
+
+@keras.saving.register_keras_serializable("mrcnn")
+class PadRows(layers.Layer):
+    """[B, n, ...] -> [B, rows, ...] zero padded (n <= rows)."""
+
+    def __init__(self, rows, **kwargs):
+        super().__init__(**kwargs)
+        self.rows = rows
+
+    def call(self, x):
+        pad = [[0, 0], [0, self.rows - tf.shape(x)[1]]] + [[0, 0]] * (len(x.shape) - 2)
+        return tf.pad(x, pad)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.rows) + tuple(input_shape[2:])
+
+    def get_config(self):
+        return {**super().get_config(), "rows": self.rows}
+
+
+@keras.saving.register_keras_serializable("mrcnn")
+class FirstRows(layers.Layer):
+    """[B, R, ...] -> [B, rows, ...]: the first rows along axis 1."""
+
+    def __init__(self, rows, **kwargs):
+        super().__init__(**kwargs)
+        self.rows = rows
+
+    def call(self, x):
+        return x[:, :self.rows]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.rows) + tuple(input_shape[2:])
+
+    def get_config(self):
+        return {**super().get_config(), "rows": self.rows}
 
 
 @keras.saving.register_keras_serializable("mrcnn")
@@ -79,20 +122,20 @@ def backbone_and_neck(input_image, config):
     return get_neck(config.neck_name())(features, config)
 
 
-def _heads(rois, rois_count, input_image_meta, pyramid, config):
+def _heads(rois, input_image_meta, pyramid, config):
     """ROI align + classifier head on rois."""
     maps = [pyramid[k] for k in ("P2", "P3", "P4", "P5")]
     pooled = PyramidROIAlign([config.POOL_SIZE, config.POOL_SIZE],
                              name="roi_align_classifier")([rois, input_image_meta] + maps)
-    return box_head(pooled, rois_count, config.NUM_CLASSES, train_bn=config.TRAIN_BN,
+    return box_head(pooled, config.NUM_CLASSES, train_bn=config.TRAIN_BN,
                     fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE)
 
 
-def _mask_branch(rois, rois_count, input_image_meta, pyramid, config):
+def _mask_branch(rois, input_image_meta, pyramid, config):
     maps = [pyramid[k] for k in ("P2", "P3", "P4", "P5")]
     pooled = PyramidROIAlign([config.MASK_POOL_SIZE, config.MASK_POOL_SIZE],
                              name="roi_align_mask")([rois, input_image_meta] + maps)
-    return mask_head(pooled, rois_count, config.NUM_CLASSES, train_bn=config.TRAIN_BN)
+    return mask_head(pooled, config.NUM_CLASSES, train_bn=config.TRAIN_BN)
 
 
 def _rpn(pyramid, config):
@@ -130,21 +173,31 @@ def build_training_graph(config):
                              config, name="ROI")([rpn_class, rpn_bbox, anchors])
     active_class_ids = ActiveClassIds(name="active_class_ids")(meta)
 
-    target_inputs = [rpn_rois, inputs["input_gt_class_ids"], gt_boxes,
+    proposals = rpn_rois
+    if config.ADD_GT_TO_PROPOSALS:
+        # Ground-truth boxes as extra proposals: the heads see positives from step one.
+        proposals = layers.Concatenate(axis=1, name="proposals_with_gt")([rpn_rois, gt_boxes])
+    target_inputs = [proposals, inputs["input_gt_class_ids"], gt_boxes,
                      inputs["input_gt_masks"]]
     if config.NUM_ATTRIBUTES:
         target_inputs.append(inputs["input_gt_attributes"])
     targets = DetectionTargetLayer(config, name="proposal_targets")(target_inputs)
     rois, target_class_ids, target_bbox, target_mask = targets[:4]
 
-    t = config.TRAIN_ROIS_PER_IMAGE
-    class_logits, class_probs, bbox, shared = _heads(rois, t, meta, pyramid, config)
-    masks = _mask_branch(rois, t, meta, pyramid, config)
+    class_logits, class_probs, bbox, shared = _heads(rois, meta, pyramid, config)
+    # Positive ROIs come first in the targets and only they have mask targets, so the
+    # mask head runs on the first int(T * ROI_POSITIVE_RATIO) rows (same loss, less work).
+    positives = int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
+    masks = _mask_branch(FirstRows(positives, name="positive_rois")(rois), meta, pyramid,
+                         config)
     outputs = {
         "rpn_class_logits": rpn_class_logits, "rpn_class": rpn_class, "rpn_bbox": rpn_bbox,
         "rpn_rois": rpn_rois, "rois": rois, "active_class_ids": active_class_ids,
         "target_class_ids": target_class_ids, "target_bbox": target_bbox,
-        "target_mask": target_mask, "mrcnn_class_logits": class_logits,
+        "target_mask": FirstRows(positives, name="positive_target_mask")(target_mask),
+        "mask_target_class_ids": FirstRows(positives, name="positive_target_class_ids")(
+            target_class_ids),
+        "mrcnn_class_logits": class_logits,
         "mrcnn_class": class_probs, "mrcnn_bbox": bbox, "mrcnn_mask": masks,
     }
     if config.NUM_ATTRIBUTES:
@@ -169,14 +222,15 @@ def build_inference_graph(config):
     n = config.POST_NMS_ROIS_INFERENCE
     rpn_rois = ProposalLayer(n, config.RPN_NMS_THRESHOLD, config, name="ROI")(
         [rpn_class, rpn_bbox, input_anchors])
-    _, class_probs, bbox, shared = _heads(rpn_rois, n, input_image_meta, pyramid, config)
+    _, class_probs, bbox, shared = _heads(rpn_rois, input_image_meta, pyramid, config)
     with_attrs = bool(config.NUM_ATTRIBUTES)
     det = DetectionLayer(config, name="mrcnn_detection", return_indices=with_attrs)(
         [rpn_rois, class_probs, bbox, input_image_meta])
     detections = det[0] if with_attrs else det
-    det_boxes = SliceBoxes(name="detection_boxes")(detections)
-    masks = _mask_branch(det_boxes, config.DETECTION_MAX_INSTANCES, input_image_meta,
-                         pyramid, config)
+    # The mask head runs on the valid detections only, then pads back to a fixed size.
+    det_boxes = ValidDetectionBoxes(name="detection_boxes")(detections)
+    masks = _mask_branch(det_boxes, input_image_meta, pyramid, config)
+    masks = PadRows(config.DETECTION_MAX_INSTANCES, name="mrcnn_mask_padded")(masks)
     outputs = [detections, class_probs, bbox, masks, rpn_rois, rpn_class, rpn_bbox]
     if with_attrs:
         _, attr_probs = attribute_head(shared, config.NUM_ATTRIBUTES, config.ATTRIBUTE_FC_SIZE)

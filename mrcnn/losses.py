@@ -127,7 +127,8 @@ def compute_losses(inputs, outputs, config):
         "mrcnn_bbox_loss": mrcnn_bbox_loss(outputs["target_bbox"],
                                            outputs["target_class_ids"], outputs["mrcnn_bbox"]),
         "mrcnn_mask_loss": mrcnn_mask_loss(outputs["target_mask"],
-                                           outputs["target_class_ids"], outputs["mrcnn_mask"]),
+                                           outputs["mask_target_class_ids"],
+                                           outputs["mrcnn_mask"]),
     }
     if "mrcnn_attr_logits" in outputs:
         losses["mrcnn_attr_loss"] = mrcnn_attr_loss(

@@ -9,10 +9,10 @@ def _bn(x, name, train_bn):
     return BatchNorm(train_bn=train_bn, epsilon=1e-3, name=name)(x)
 
 
-def box_head(pooled, num_rois, num_classes, train_bn=True, fc_layers_size=1024):
+def box_head(pooled, num_classes, train_bn=True, fc_layers_size=1024):
     """ROI features -> class logits, probabilities, box deltas and shared features.
 
-    pooled: [B, num_rois, pool, pool, C] from PyramidROIAlign.
+    pooled: [B, R, pool, pool, C] from PyramidROIAlign.
     Returns mrcnn_class_logits [B, R, classes], mrcnn_class [B, R, classes],
     mrcnn_bbox [B, R, classes, 4] and the shared feature [B, R, fc_layers_size].
     The two "fc" layers are convolutions as in matterport, so its weights load.
@@ -28,8 +28,7 @@ def box_head(pooled, num_rois, num_classes, train_bn=True, fc_layers_size=1024):
     probs = layers.Activation("softmax", dtype="float32", name="mrcnn_class_probs")(logits)
     bbox = layers.Dense(num_classes * 4, name="mrcnn_bbox_fc")(shared)
     bbox = layers.Reshape((num_classes, 4))(bbox)               # [B*R, classes, 4]
-    unflat = UnflattenRois(num_rois)
-    return (unflat(logits, name="mrcnn_class_logits_rois"),
-            unflat(probs, name="mrcnn_class"),
-            unflat(bbox, name="mrcnn_bbox"),
-            unflat(shared, name="mrcnn_shared_features"))
+    return (UnflattenRois(name="mrcnn_class_logits_rois")(logits, pooled),
+            UnflattenRois(name="mrcnn_class")(probs, pooled),
+            UnflattenRois(name="mrcnn_bbox")(bbox, pooled),
+            UnflattenRois(name="mrcnn_shared_features")(shared, pooled))

@@ -3,6 +3,7 @@ import keras
 from keras import layers, ops
 
 
+@keras.saving.register_keras_serializable("mrcnn")
 class FlattenRois(layers.Layer):
     """[B, R, ...] -> [B*R, ...], so per-ROI layers run as one batch."""
 
@@ -13,30 +14,16 @@ class FlattenRois(layers.Layer):
         return (None,) + tuple(input_shape[2:])
 
 
-class _Unflatten(layers.Layer):
-    def __init__(self, num_rois, **kwargs):
-        super().__init__(**kwargs)
-        self.num_rois = num_rois
+@keras.saving.register_keras_serializable("mrcnn")
+class UnflattenRois(layers.Layer):
+    """[B*R, ...] -> [B, R, ...], with B and R taken from a [B, R, ...] reference tensor.
 
-    def call(self, x):
-        return ops.reshape(x, (-1, self.num_rois) + tuple(x.shape[1:]))
+    R may be dynamic (the inference mask head runs on the valid detections only).
+    """
 
-    def compute_output_shape(self, input_shape):
-        return (None, self.num_rois) + tuple(input_shape[1:])
+    def call(self, x, like):
+        shape = ops.shape(like)
+        return ops.reshape(x, (shape[0], shape[1]) + tuple(x.shape[1:]))
 
-    def get_config(self):
-        return {**super().get_config(), "num_rois": self.num_rois}
-
-
-class UnflattenRois:
-    """Factory of [B*R, ...] -> [B, R, ...] layers with given names."""
-
-    def __init__(self, num_rois):
-        self.num_rois = num_rois
-
-    def __call__(self, x, name=None):
-        return _Unflatten(self.num_rois, name=name)(x)
-
-
-keras.saving.register_keras_serializable("mrcnn")(FlattenRois)
-keras.saving.register_keras_serializable("mrcnn")(_Unflatten)
+    def compute_output_shape(self, x_shape, like_shape):
+        return (like_shape[0], like_shape[1]) + tuple(x_shape[1:])

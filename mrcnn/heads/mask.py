@@ -5,7 +5,7 @@ from mrcnn.layers.batch_norm import BatchNorm
 from mrcnn.heads.common import FlattenRois, UnflattenRois
 
 
-def mask_head(pooled, num_rois, num_classes, train_bn=True, depth=256):
+def mask_head(pooled, num_classes, train_bn=True, depth=256):
     """ROI features [B, R, p, p, C] -> per-class mask probabilities [B, R, 2p, 2p, classes]."""
     x = FlattenRois()(pooled)                                   # [B*R, p, p, C]
     for i in range(1, 5):
@@ -16,4 +16,4 @@ def mask_head(pooled, num_rois, num_classes, train_bn=True, depth=256):
                                name="mrcnn_mask_deconv")(x)     # [B*R, 2p, 2p, depth]
     x = layers.Conv2D(num_classes, 1, activation="sigmoid", dtype="float32",
                       name="mrcnn_mask")(x)                    # [B*R, 2p, 2p, classes]
-    return UnflattenRois(num_rois)(x, name="mrcnn_mask_rois")
+    return UnflattenRois(name="mrcnn_mask_rois")(x, pooled)

@@ -47,6 +47,7 @@ class ShapesConfig(Config):
     VALIDATION_STEPS = 5
     TRAIN_BN = None
     BN_MOMENTUM = 0.9
+    ADD_GT_TO_PROPOSALS = True
     OPTIMIZER = "adamw"
     LEARNING_RATE = 1e-3
     WEIGHT_DECAY = 1e-4
