@@ -101,8 +101,10 @@ def run_peer(python, script, size, threads, reps):
     if not python or not os.path.exists(python):
         return {}
     path = os.path.join(ROOT, "..", "shared", "bench", script)
-    out = subprocess.run([python, path, "--size", str(size), "--threads", str(threads),
-                          "--reps", str(reps)], capture_output=True, text=True, timeout=3600)
+    args = [python, path, "--size", str(size), "--reps", str(reps)]
+    if "torchvision" in script:  # the TF Model Garden script sets 2 threads itself
+        args += ["--threads", str(threads)]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=3600)
     figures = {}
     for line in out.stdout.splitlines():
         if "median_s=" in line:
