@@ -7,7 +7,19 @@ LOSS_NAMES = ["rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox
 
 
 def _safe_mean(total, count):
-    return total / tf.maximum(tf.cast(count, tf.float32), 1.0)
+    """total / count, with count summed over replicas under a tf.distribute strategy.
+
+    Each replica's share is scaled by the replica count, so the replicas' losses
+    (divided by that count again in train_step) add up to the global mean: N replicas
+    take the step one device takes on the same global batch, whatever images each sees.
+    """
+    count = tf.stop_gradient(tf.cast(count, tf.float32))
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    ctx = tf.distribute.get_replica_context()
+    if replicas > 1 and ctx is not None:
+        count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, count)
+        return replicas * total / tf.maximum(count, 1.0)
+    return total / tf.maximum(count, 1.0)
 
 
 def smooth_l1(y_true, y_pred):
