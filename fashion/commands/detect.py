@@ -55,7 +55,8 @@ def add_model_args(p, data_flags=True):
                        help="override the run's image size")
     p.add_argument("--backbone", default=None, help="override the run's backbone")
     p.add_argument("--min-confidence", type=float, default=None,
-                   help="DETECTION_MIN_CONFIDENCE (default: the run's)")
+                   help="DETECTION_MIN_CONFIDENCE (detect/check: the run's value; "
+                   "evaluate: 0.05, as usual for AP)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any Config attribute for the inference model")
 
