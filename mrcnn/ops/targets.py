@@ -136,10 +136,11 @@ def record_to_inputs(record, config, anchors):
     inputs = {
         "input_image": image,                                           # [H, W, 3]
         "input_image_meta": tf.cast(record["image_meta"], tf.float32),  # [META]
-        "input_rpn_match": rpn_match[:, None],                          # [A, 1]
+        "input_rpn_match": tf.ensure_shape(rpn_match[:, None], [anchors.shape[0], 1]),
         "input_rpn_bbox": rpn_bbox,                                     # [256, 4]
-        "input_gt_class_ids": _pad_to(class_ids, max_gt),               # [MAX_GT]
-        "input_gt_boxes": tf.cast(_pad_to(boxes, max_gt), tf.float32),  # [MAX_GT, 4]
+        "input_gt_class_ids": tf.ensure_shape(_pad_to(class_ids, max_gt), [max_gt]),
+        "input_gt_boxes": tf.ensure_shape(tf.cast(_pad_to(boxes, max_gt), tf.float32),
+                                          [max_gt, 4]),                # [MAX_GT, 4]
         "input_gt_masks": tf.ensure_shape(_pad_to(masks, max_gt, axis=2),
                                           mask_shape + (max_gt,)),      # [h, w, MAX_GT]
     }
