@@ -33,6 +33,8 @@ class Config:
     # Training steps per epoch and validation steps at the end of each epoch.
     STEPS_PER_EPOCH = 1000
     VALIDATION_STEPS = 50
+    # Training steps run per call into the compiled graph (raise it on TPUs).
+    STEPS_PER_EXECUTION = 1
 
     # Backbone: "resnet50", "resnet101", "efficientnet-b0".."efficientnet-b7", or a
     # callable backbone(input_image, config) -> {"C2".."C5"} (see docs/interfaces.md).
@@ -197,7 +199,7 @@ class Config:
                      "TRAIN_ROIS_PER_IMAGE", "MAX_GT_INSTANCES", "DETECTION_MAX_INSTANCES",
                      "POST_NMS_ROIS_TRAINING", "POST_NMS_ROIS_INFERENCE", "PRE_NMS_LIMIT",
                      "RPN_TRAIN_ANCHORS_PER_IMAGE", "POOL_SIZE", "MASK_POOL_SIZE",
-                     "TOP_DOWN_PYRAMID_SIZE", "RPN_ANCHOR_STRIDE"):
+                     "TOP_DOWN_PYRAMID_SIZE", "RPN_ANCHOR_STRIDE", "STEPS_PER_EXECUTION"):
             positive_int(name)
         if self.NUM_CLASSES < 2:
             self._fail(f"NUM_CLASSES is {self.NUM_CLASSES}; it counts the background "
