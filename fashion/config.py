@@ -43,6 +43,8 @@ FROM_SCRATCH = {
     "WEIGHT_DECAY": 0.05,        # AdamW's decoupled decay (SGD's L2 stays 1e-4)
     "WARMUP_STEPS": 200,
     "GRADIENT_CLIP_NORM": 5.0,
+    "BN_MOMENTUM": 0.9,          # moving statistics catch up within a few hundred steps
+    "ADD_GT_TO_PROPOSALS": True,  # heads see positives before the RPN has learnt
 }
 
 
