@@ -17,6 +17,7 @@ Example (inside a notebook):
     weights = nbs.trained_weights(train, val)
     model = nbs.inference_model(train, weights)
 """
+import contextlib
 import logging
 import os
 import sys
@@ -34,20 +35,41 @@ STEPS_ENV = "MRCNN_NOTEBOOK_STEPS"
 
 IMAGE_SIZE = 128
 NUM_IMAGES = 48
-DEFAULT_STEPS = 40
+DEFAULT_STEPS = 60
 # A small model for a CPU: narrow pyramid and heads, few ROIs, a short warm-up.
 SMALL_MODEL = {"TOP_DOWN_PYRAMID_SIZE": 64, "FPN_CLASSIF_FC_LAYERS_SIZE": 256,
                "ATTRIBUTE_FC_SIZE": 128, "TRAIN_ROIS_PER_IMAGE": 32,
                "POST_NMS_ROIS_TRAINING": 256, "POST_NMS_ROIS_INFERENCE": 128,
                "MAX_GT_INSTANCES": 16, "DETECTION_MAX_INSTANCES": 16,
-               "WARMUP_STEPS": 10, "LEARNING_RATE": 2e-3, "VALIDATION_STEPS": 1, "BN_MOMENTUM": 0.9}
+               "WARMUP_STEPS": 10, "LEARNING_RATE": 2e-3, "VALIDATION_STEPS": 1, "TRAIN_BN": False}
+
+
+@contextlib.contextmanager
+def native_stderr_off():
+    """Sends the process's fd 2 to /dev/null: hides TensorFlow's C++ log lines, which a
+    notebook would otherwise show. Python errors still show (they go to sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(null)
+        os.close(saved)
 
 
 def quiet():
-    """Less TensorFlow and Keras chatter in notebook outputs."""
+    """Less TensorFlow and Keras chatter in notebook outputs (TensorFlow is imported and
+    its devices set up without the C++ start-up messages)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     logging.getLogger("fashion").setLevel(logging.WARNING)
+    with native_stderr_off():
+        import tensorflow as tf
+        tf.config.list_physical_devices()
+        tf.constant(0) + 1
 
 
 def data_dir():
@@ -82,7 +104,7 @@ def notebook_config(dataset, inference=False, **overrides):
     values = dict(SMALL_MODEL, STEPS_PER_EPOCH=int(os.environ.get(STEPS_ENV) or DEFAULT_STEPS))
     values["IMAGES_PER_GPU"] = 1 if inference else 2
     if inference:
-        values["DETECTION_MIN_CONFIDENCE"] = 0.3
+        values["DETECTION_MIN_CONFIDENCE"] = 0.1
     values.update(overrides)
     return make_config(IMAGE_SIZE, dataset.num_classes, dataset.num_attributes,
                        backbone="resnet18", pretrained=False, **values)
@@ -102,8 +124,17 @@ def trained_weights(train, val, epochs=1, verbose=2):
     config = notebook_config(train)
     model = MaskRCNN("training", config, str(logs_dir()))
     t0 = time.time()
-    model.train(train, val, learning_rate=config.LEARNING_RATE, epochs=epochs,
-                layers="all", augmentation="flip", verbose=verbose)
+    import matplotlib
+    backend = matplotlib.get_backend()
+    try:
+        with native_stderr_off():
+            model.train(train, val, learning_rate=config.LEARNING_RATE, epochs=epochs,
+                        layers="all", augmentation="flip", verbose=verbose)
+    finally:
+        # The loss-curve callback selects Agg; give the notebook its inline plots back.
+        if matplotlib.get_backend() != backend:
+            import matplotlib.pyplot as plt
+            plt.switch_backend(backend)
     path = model.checkpoint_path.format(epoch=model.epoch)
     print(f"Trained {epochs * config.STEPS_PER_EPOCH} steps in {time.time() - t0:.0f} s; "
           f"checkpoint {path}")
