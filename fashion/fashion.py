@@ -9,6 +9,7 @@ Run as a script from anywhere (it puts the repository root on sys.path):
     python fashion/fashion.py submit --predictions pred.jsonl --format imat2019 --out sub.csv
     python fashion/fashion.py score --annotations gt.json --predictions pred.jsonl --json
     python fashion/fashion.py check --weights last --image img.jpg --expected masks/
+    python fashion/fashion.py tfrecords --dataset demo --out records/train --num-shards 4
 
 Every command has --help with examples. Bad input (unknown values, missing or
 malformed files, weights that do not fit the model) ends with one sentence on stderr
@@ -25,7 +26,8 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from fashion.commands import demo, detect, evaluate, score, submit, train  # noqa: E402
+from fashion.commands import (demo, detect, evaluate, score, submit,  # noqa: E402
+                              tfrecords, train)
 from fashion.commands.common import CLIError  # noqa: E402
 
 log = logging.getLogger("fashion")
@@ -47,7 +49,7 @@ def build_parser():
                      epilog="Run 'fashion.py COMMAND --help' for a command's flags and "
                      "examples.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (train, evaluate, detect, submit, demo):
+    for module in (train, evaluate, detect, submit, tfrecords, demo):
         module.add_parser(sub, [common])
     score.add_parsers(sub, [common])
     return parser
@@ -58,7 +60,8 @@ def run_command(argv):
     args = build_parser().parse_args(argv)
     if not getattr(args, "command", None):
         raise CLIError("fashion.py: no command given; use one of train, evaluate, "
-                       "detect, submit, score, check, demo (see fashion.py --help).")
+                       "detect, submit, score, check, tfrecords, demo (see fashion.py "
+                       "--help).")
     return args.func(args)
 
 

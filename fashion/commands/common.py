@@ -33,6 +33,7 @@ def atomic_write_text(path, text):
     os.makedirs(parent, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=parent)
     try:
+        _default_mode(fd)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
         os.replace(tmp, path)
@@ -49,6 +50,7 @@ def atomic_write_bytes(path, data):
     os.makedirs(parent, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=parent)
     try:
+        _default_mode(fd)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
@@ -56,6 +58,13 @@ def atomic_write_bytes(path, data):
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def _default_mode(fd):
+    """mkstemp makes 0600 files; give outputs the usual rw-r--r-- (minus the umask)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
 
 
 def write_json(path, data):
@@ -176,6 +185,17 @@ def labels_meta(fmt):
             "category_ids": [-1] + [int(c["id"]) for c in labels.categories],
             "attribute_index_to_id": [int(a) for a in labels.attribute_index_to_id],
             "attribute_names": list(labels.attribute_names)}
+
+
+def h5_source(ds, config, logs, dataset_path, subset, cache_dir=None):
+    """An H5RecordSource of ds, built (or reused) at <logs>/cache/<name>_<subset>_<size>.h5
+    (or under cache_dir, e.g. a worker's local temp directory)."""
+    from mrcnn.data.h5cache import H5RecordSource, build_h5_cache
+    name = f"{os.path.basename(os.path.normpath(str(dataset_path)))}_{subset}_" \
+           f"{int(config.IMAGE_MAX_DIM)}.h5"
+    path = build_h5_cache(ds, config, os.path.join(cache_dir or os.path.join(logs, "cache"),
+                                                   name))
+    return H5RecordSource(path, config, dataset=ds)
 
 
 # ---------------------------------------------------------------------- run files

@@ -5,8 +5,9 @@ import os
 import time
 
 from fashion.commands.common import (CLASS_SIZED_LAYERS, FORMATS, CLIError, dataset_from_args,
-                                     dataset_meta, find_last_checkpoint, load_checkpoint,
-                                     parse_sets, read_run_file, write_run_file)
+                                     dataset_meta, find_last_checkpoint, h5_source,
+                                     load_checkpoint, parse_sets, read_run_file,
+                                     write_run_file)
 
 log = logging.getLogger("fashion")
 
@@ -21,7 +22,16 @@ EXAMPLES = """examples:
       --weights coco --schedule heads:40,all:120 --h5py-dataset --augment
   # resume the newest run under logs/ at its last epoch
   python fashion/fashion.py train --dataset /data/imat2019 --format imat2019 --weights last
+  # from TFRecords written by `fashion.py tfrecords` (needed on TPUs; bfloat16 there)
+  python fashion/fashion.py train --tfrecords 'gs://my-bucket/imat/train-*.tfrecord' \
+      --val-tfrecords 'gs://my-bucket/imat/val-*.tfrecord' --weights coco \
+      --strategy tpu --tpu my-tpu
 """
+TPU_NEEDS_RECORDS = (
+    "TPUs read TFRecords, not Python datasets, so --strategy tpu needs --tfrecords "
+    "PATTERN; write them first with `python fashion/fashion.py tfrecords --dataset PATH "
+    "--format FORMAT --subset train --out gs://BUCKET/train --num-shards 64` and pass "
+    "--tfrecords 'gs://BUCKET/train-*.tfrecord'.")
 
 
 def add_parser(subparsers, parents):
@@ -31,7 +41,14 @@ def add_parser(subparsers, parents):
         "curve (CSV + PNG), TensorBoard logs and fashion_run.json go to "
         "<logs>/fashionYYYYMMDDTHHMM/.", epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_data_args(p, required=True)
+    add_data_args(p, required=False)
+    p.add_argument("--tfrecords", default=None, metavar="PATTERN",
+                   help="train from TFRecord shards written by `fashion.py tfrecords` "
+                   "(local or gs:// glob, e.g. 'records/train-*.tfrecord'); --dataset is "
+                   "then optional and only used for validation")
+    p.add_argument("--val-tfrecords", default=None, metavar="PATTERN",
+                   help="validate on TFRecord shards (default: the --dataset val split, "
+                   "if --dataset is given)")
     p.add_argument("--weights", default="coco", metavar=WEIGHTS_CHOICES,
                    help="starting weights: matterport's COCO file (downloaded with its "
                    "checksum), the backbone's ImageNet file, the newest run under --logs "
@@ -50,7 +67,9 @@ def add_parser(subparsers, parents):
     p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
                    help="stop cleanly after this many minutes (final checkpoint kept)")
     p.add_argument("--mixed-precision", nargs="?", const="mixed_float16", default=None,
-                   choices=["mixed_float16", "mixed_bfloat16"])
+                   choices=["mixed_float16", "mixed_bfloat16", "float32"],
+                   help="mixed_float16 (the value when the flag is bare; GPUs), "
+                   "mixed_bfloat16 (the default with --strategy tpu) or float32 (off)")
     p.add_argument("--h5py-dataset", action="store_true",
                    help="build (or reuse) an H5 cache of resized records under "
                    "<logs>/cache and train from it")
@@ -98,9 +117,20 @@ def get_strategy(name, tpu=None):
         raise CLIError(str(e)) from None
 
 
-def _augmentation(enabled):
+def precision_policy(requested, tpu):
+    """--mixed-precision -> the MIXED_PRECISION to train with ("float32" = off);
+    None (the run's or the config's own) when not given, bfloat16 on TPUs."""
+    if requested is None and tpu:
+        return "mixed_bfloat16"
+    return requested
+
+
+def _augmentation(enabled, graph_only=False):
     if not enabled:
         return None
+    if graph_only:
+        log.info("TFRecord input: --augment uses in-graph random horizontal flips only.")
+        return "flip"
     try:
         from mrcnn.compat import import_imgaug
         iaa = import_imgaug()
@@ -130,22 +160,27 @@ def _start_weights(args):
 
 
 def build_config(args, train_ds, pretrained, saved=None):
+    """The run's config from the flags (train's or tfrecords'), the data's class and
+    attribute counts (train_ds.num_classes / num_attributes) and a resumed run's values."""
     from fashion.config import make_config, values_to_overrides
     values = values_to_overrides(saved["config"]) if saved else {}
-    backbone = args.backbone or values.pop("BACKBONE", None) or (
-        "resnet101" if args.weights == "coco" else "resnet50")
+    backbone = getattr(args, "backbone", None) or values.pop("BACKBONE", None) or (
+        "resnet101" if getattr(args, "weights", None) == "coco" else "resnet50")
     values.pop("BACKBONE", None)
     size = args.image_size or values.get("IMAGE_MAX_DIM") or (
         128 if args.dataset == "demo" else 1024)
     if args.image_size:
         values.pop("IMAGE_MAX_DIM", None), values.pop("IMAGE_MIN_DIM", None)
-    for key, value in (("STEPS_PER_EPOCH", args.steps_per_epoch),
-                       ("IMAGES_PER_GPU", args.images_per_gpu),
-                       ("LEARNING_RATE", args.learning_rate),
-                       ("MIXED_PRECISION", args.mixed_precision)):
+    for key, flag in (("STEPS_PER_EPOCH", "steps_per_epoch"),
+                      ("IMAGES_PER_GPU", "images_per_gpu"),
+                      ("LEARNING_RATE", "learning_rate"),
+                      ("MIXED_PRECISION", "mixed_precision")):
+        value = getattr(args, flag, None)
         if value is not None:
             values[key] = value
-    values.update(parse_sets(args.set))
+    if values.get("MIXED_PRECISION") == "float32":
+        values.pop("MIXED_PRECISION")
+    values.update(parse_sets(getattr(args, "set", None)))
     values.pop("NUM_CLASSES", None), values.pop("NUM_ATTRIBUTES", None)
     return make_config(size, train_ds.num_classes, train_ds.num_attributes, backbone,
                        pretrained=pretrained, **values)
@@ -176,56 +211,149 @@ def _load_start_weights(model, start, args):
                        "weights trained with this backbone.")
 
 
-def _sources(args, config, train_ds, val_ds):
-    if not args.h5py_dataset:
-        return train_ds, val_ds
-    from mrcnn.data.h5cache import H5RecordSource, build_h5_cache
-    out = []
-    for subset, ds in (("train", train_ds), ("val", val_ds)):
-        if ds is None:
-            out.append(None)
-            continue
-        name = f"{os.path.basename(os.path.normpath(args.dataset))}_{subset}_" \
-               f"{int(config.IMAGE_MAX_DIM)}.h5"
-        path = build_h5_cache(ds, config, os.path.join(args.logs, "cache", name))
-        out.append(H5RecordSource(path, config, dataset=ds))
-    return tuple(out)
+# ---------------------------------------------------------------------- training data
+class TrainingData:
+    """What run() trains on: train/val inputs (Datasets or TFRecord patterns), the
+    run's label meta, class/attribute counts and the val image count (None: unknown)."""
+
+    def __init__(self, train, val, meta, num_classes, num_attributes, val_images,
+                 train_files=None, val_files=None):
+        self.train, self.val, self.meta = train, val, meta
+        self.num_classes, self.num_attributes = num_classes, num_attributes
+        self.val_images = val_images
+        self.train_files, self.val_files = train_files, val_files
 
 
-def run(args):
-    from mrcnn.model import MaskRCNN
-    from mrcnn.training import parse_schedule
-    start, pretrained, saved = _start_weights(args)
-    if start == "imagenet" and not args.backbone:
-        args.backbone = "resnet50"
+def training_data(args, tpu):
+    """--dataset (Python datasets) or --tfrecords (shard patterns) -> TrainingData."""
+    if args.tfrecords:
+        return _records_data(args, tpu)
+    if not args.dataset:
+        raise CLIError("train needs --dataset PATH|demo (with --format) or --tfrecords "
+                       "PATTERN; see fashion.py train --help.")
     train_ds, path, fmt = dataset_from_args(args, "train")
     val_ds, _, _ = dataset_from_args(args, "val")
     if not len(train_ds.image_ids):
         raise CLIError(f"The train split of {path} has no images; check --dataset, "
                        "--format and --limit.")
-    config = build_config(args, train_ds, pretrained, saved)
+    return TrainingData(train_ds, val_ds, dataset_meta(train_ds, path, fmt),
+                        train_ds.num_classes, train_ds.num_attributes,
+                        len(val_ds.image_ids))
+
+
+def _records_data(args, tpu):
+    from fashion.commands.tfrecords import META_KEYS, peek_record, read_records_meta, \
+        records_files
+    files = records_files(args.tfrecords, "--tfrecords")
+    saved = read_records_meta(files)
+    if not args.image_size:  # the size the records were written at
+        first = None if saved else peek_record(files)
+        args.image_size = int(saved["config"]["IMAGE_MAX_DIM"]) if saved else (
+            max(first["height"], first["width"]) if first else None)
+    val, val_images, val_files = None, 0, None
+    if args.val_tfrecords:
+        val_files = records_files(args.val_tfrecords, "--val-tfrecords")
+        val_saved = read_records_meta(val_files)
+        val, val_images = args.val_tfrecords, (val_saved or {}).get("num_images")
+    if args.dataset:
+        ds, path, fmt = dataset_from_args(args, "val")
+        meta = dataset_meta(ds, path, fmt)
+        if val is None and tpu:
+            log.info("TPU: validating needs --val-tfrecords; training without validation.")
+        elif val is None:
+            val, val_images = ds, len(ds.image_ids)
+    elif saved:
+        meta = {k: saved.get(k) for k in META_KEYS}
+    else:
+        raise CLIError(f"--tfrecords {args.tfrecords} has no .meta.json beside its shards "
+                       "(`fashion.py tfrecords` writes one); pass --dataset and --format so "
+                       "the run knows its classes.")
+    if saved and list(saved["class_names"]) != list(meta["class_names"]):
+        raise CLIError(f"--tfrecords {args.tfrecords} were written with "
+                       f"{len(saved['class_names'])} classes of {saved.get('format')} but "
+                       f"--dataset has {len(meta['class_names'])} of {meta['format']}; pass "
+                       "the dataset the records were written from.")
+    return TrainingData(args.tfrecords, val, meta, len(meta["class_names"]),
+                        len(meta["attribute_index_to_id"]), val_images, files, val_files)
+
+
+def _sources(args, config, data, strategy):
+    """--h5py-dataset: H5 caches of the Python datasets (TFRecord patterns stay).
+    Non-chief workers build theirs in a local temp directory, not under --logs."""
+    if not args.h5py_dataset:
+        return data.train, data.val
+    import tempfile
+
+    from mrcnn.distribute import worker_index
+    from mrcnn.model import _is_chief
+    cache_dir = None
+    if not _is_chief(strategy):
+        cache_dir = os.path.join(tempfile.gettempdir(),
+                                 f"fashion_cache_worker{worker_index(strategy)[0]}")
+    path = args.dataset or "records"
+    return tuple(h5_source(d, config, args.logs, path, subset, cache_dir)
+                 if hasattr(d, "load_mask") else d
+                 for subset, d in (("train", data.train), ("val", data.val)))
+
+
+def _validation(config, data):
+    """Drops validation when the val split is smaller than a batch; caps its steps."""
+    if data.val is None:
+        return None
+    if data.val_images is not None and data.val_images < config.BATCH_SIZE:
+        log.warning("The val split has %d image(s); training without validation.",
+                    data.val_images)
+        return None
+    if data.val_images:
+        config.VALIDATION_STEPS = max(1, min(config.VALIDATION_STEPS,
+                                             data.val_images // config.BATCH_SIZE))
+    return data.val
+
+
+# ---------------------------------------------------------------------- run
+def run(args):
+    if args.strategy == "tpu" and not args.tfrecords:
+        raise CLIError(TPU_NEEDS_RECORDS)
+    from mrcnn import distribute
+    from mrcnn.model import MaskRCNN, _is_chief
+    from mrcnn.training import parse_schedule
+    strategy = get_strategy(args.strategy, args.tpu)  # first: before other TF work
+    tpu = distribute.is_tpu(strategy)
+    if tpu and not args.tfrecords:
+        raise CLIError(TPU_NEEDS_RECORDS)
+    start, pretrained, saved = _start_weights(args)
+    if start == "imagenet" and not args.backbone:
+        args.backbone = "resnet50"
+    data = training_data(args, tpu)
+    args.mixed_precision = precision_policy(args.mixed_precision, tpu)
+    config = build_config(args, data, pretrained, saved)
+    distribute.configure_for_strategy(config, strategy)
+    if data.train_files:
+        from fashion.commands.tfrecords import check_records
+        check_records(data.train_files, config, "--tfrecords")
+        if data.val_files:
+            check_records(data.val_files, config, "--val-tfrecords")
     schedule = args.schedule or (saved or {}).get("schedule") or (
         "heads:20,all:60" if pretrained else "all:60")
     stages = parse_schedule(schedule, config.LEARNING_RATE)
-    if len(val_ds.image_ids) < config.BATCH_SIZE:
-        log.warning("The val split has %d image(s); training without validation.",
-                    len(val_ds.image_ids))
-        val_ds = None
-    else:
-        config.VALIDATION_STEPS = max(1, min(config.VALIDATION_STEPS,
-                                             len(val_ds.image_ids) // config.BATCH_SIZE))
-    strategy = get_strategy(args.strategy, args.tpu)
-    if strategy is not None:
-        config.GPU_COUNT = strategy.num_replicas_in_sync
-        config.BATCH_SIZE = config.IMAGES_PER_GPU * config.GPU_COUNT
+    val = _validation(config, data)
     model = MaskRCNN("training", config, args.logs, strategy=strategy)
     _load_start_weights(model, start, args)
-    os.makedirs(model.log_dir, exist_ok=True)
-    write_run_file(model.log_dir, config, dataset_meta(train_ds, path, fmt),
-                   {"schedule": schedule, "weights": args.weights})
-    train_src, val_src = _sources(args, config, train_ds, val_ds)
-    augmentation = _augmentation(args.augment)
-    meter = throughput_meter(config.BATCH_SIZE)
+    if _is_chief(strategy):  # other workers of a multi-worker run write nothing
+        os.makedirs(model.log_dir, exist_ok=True)
+        write_run_file(model.log_dir, config, data.meta,
+                       {"schedule": schedule, "weights": args.weights,
+                        "tfrecords": args.tfrecords, "val_tfrecords": args.val_tfrecords})
+    data.val = val
+    train_src, val_src = _sources(args, config, data, strategy)
+    augmentation = _augmentation(args.augment, graph_only=bool(args.tfrecords) or tpu)
+    return _train_stages(args, model, stages, (train_src, val_src), augmentation,
+                         _is_chief(strategy))
+
+
+def _train_stages(args, model, stages, sources, augmentation, chief=True):
+    train_src, val_src = sources
+    meter = throughput_meter(model.config.BATCH_SIZE)
     t0 = time.time()
     for layers, lr, epochs in stages:
         if epochs <= model.epoch:
@@ -246,10 +374,14 @@ def run(args):
     rate = meter.images_per_second()
     print(f"Trained to epoch {model.epoch} in {(time.time() - t0) / 60:.1f} min; "
           f"{meter.steps} steps, throughput {rate:.2f} images/s")
-    print(f"Checkpoint: {checkpoint}")
-    print(f"Training curve: {os.path.join(model.log_dir, 'training_curve.png')}")
-    return {"checkpoint": checkpoint, "log_dir": model.log_dir, "epoch": model.epoch,
-            "images_per_second": rate, "steps": meter.steps}
+    if chief:
+        print(f"Checkpoint: {checkpoint}")
+        print(f"Training curve: {os.path.join(model.log_dir, 'training_curve.png')}")
+    else:
+        print("Checkpoint and training curve: written by the chief worker (worker 0).")
+    return {"checkpoint": checkpoint if chief else None,
+            "log_dir": model.log_dir if chief else None, "epoch": model.epoch,
+            "images_per_second": rate, "steps": meter.steps, "chief": chief}
 
 
 def throughput_meter(batch_size):
