@@ -329,7 +329,7 @@ class FashionDataset(Dataset):
         h, w = self.image_size(image_id)
         masks = np.zeros([h, w, len(anns)], dtype=bool)              # [H, W, N]
         for i, ann in enumerate(anns):
-            masks[:, :, i] = _decode(ann, h, w, self.image_reference(image_id))
+            masks[:, :, i] = decode_annotation(ann, h, w, self.image_reference(image_id))
         class_ids = np.array([self.class_id_of_category(a["category_id"]) for a in anns],
                              dtype=np.int32)                         # [N]
         return masks, class_ids
@@ -414,18 +414,18 @@ def _coco_annotation(ann, labels, size):
             raise ValueError(f"RLE size {seg.get('size')} differs from the image size "
                              f"{list(size)}")
         return {"coco_rle": seg, "category_id": category, "attribute_ids": attribute_ids}
-    polygons = _clean_polygons(seg)
+    polygons = clean_polygons(seg)
     return {"polygons": polygons, "category_id": category, "attribute_ids": attribute_ids}
 
 
 def _deepfashion2_item(item, labels):
     category = int(item["category_id"])
     _check_labels(labels, category, ())
-    return {"polygons": _clean_polygons(item["segmentation"]), "category_id": category,
+    return {"polygons": clean_polygons(item["segmentation"]), "category_id": category,
             "attribute_ids": ()}
 
 
-def _clean_polygons(seg):
+def clean_polygons(seg):
     """List of flat [x1, y1, x2, y2, ...] polygons; drops ones with < 3 points."""
     if not isinstance(seg, list):
         raise ValueError(f"segmentation must be polygons or an RLE dict, got "
@@ -437,7 +437,7 @@ def _clean_polygons(seg):
     return polygons
 
 
-def _decode(ann, h, w, where):
+def decode_annotation(ann, h, w, where):
     """One stored annotation -> mask [h, w] bool."""
     if "rle" in ann:
         return rle.decode(ann["rle"], h, w, where)

@@ -93,9 +93,9 @@ class LossCurve(keras.callbacks.Callback):
 
 def plot_loss_curve(csv_path, png_path):
     """Draws every loss column of a LossCurve CSV against the step, to a PNG."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # A bare Figure with the Agg canvas: never touches pyplot or a notebook's backend.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     if not os.path.exists(csv_path):
         return None
     with open(csv_path) as f:
@@ -103,7 +103,9 @@ def plot_loss_curve(csv_path, png_path):
     if not rows:
         return None
     steps = [int(r["step"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    fig = Figure(figsize=(8, 5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
     for key in rows[0]:
         if key.endswith("loss"):
             ax.plot(steps, [float(r[key]) for r in rows], label=key,
@@ -116,6 +118,5 @@ def plot_loss_curve(csv_path, png_path):
     fig.tight_layout()
     tmp = png_path + ".tmp.png"
     fig.savefig(tmp)
-    plt.close(fig)
     os.replace(tmp, png_path)
     return png_path

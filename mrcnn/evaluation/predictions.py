@@ -265,7 +265,9 @@ def detection_to_records(image_id, filename, result, class_id_to_category_id=Non
             f"class_ids {class_ids.shape}, scores {scores.shape}, masks {masks.shape}; "
             "expected N rois, N class ids, N scores and masks [H, W, N]")
     probs = result.get("attribute_probabilities")
-    probs = None if probs is None else np.asarray(probs, dtype=np.float32).reshape(n, -1)  # [N, A]
+    if probs is not None:
+        probs = np.asarray(probs, dtype=np.float32)
+        probs = probs.reshape(n, probs.shape[-1] if probs.ndim > 1 else -1)  # [N, A]
     mask_scores = result.get("mask_scores")
     mask_scores = None if mask_scores is None else np.asarray(mask_scores).reshape(-1)  # [N]
     pixels = float(masks.shape[0] * masks.shape[1])

@@ -6,12 +6,16 @@ log(dw))``. Every function accepts any number of leading batch dimensions unless
 docstring says otherwise, so layers can stay vectorised over the batch.
 """
 
+import numpy as np
 import tensorflow as tf
 
 # Offsets into image meta (see docs/interfaces.md):
 # [image_id(1), original_shape(3), image_shape(3), window(4), scale(1), active_class_ids]
 _META_IMAGE_SHAPE = slice(4, 7)
 _META_WINDOW = slice(7, 11)
+
+
+BBOX_DELTA_CLAMP = float(np.log(1000.0 / 16))
 
 
 def apply_box_deltas(boxes, deltas):
@@ -27,6 +31,9 @@ def apply_box_deltas(boxes, deltas):
     """
     boxes = tf.cast(boxes, tf.float32)
     deltas = tf.cast(deltas, tf.float32)
+    # Untrained or diverging heads can predict huge size deltas; exp() of them gives
+    # inf/NaN boxes that break ROI align. Clamp as detectron2 does (log(1000 / 16)).
+    deltas = tf.concat([deltas[..., :2], tf.minimum(deltas[..., 2:], BBOX_DELTA_CLAMP)], -1)
     height = boxes[..., 2] - boxes[..., 0]  # [...]
     width = boxes[..., 3] - boxes[..., 1]  # [...]
     center_y = boxes[..., 0] + 0.5 * height + deltas[..., 0] * height

@@ -35,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from fashion.commands.common import (CLIError, find_last_checkpoint,  # noqa: E402
                                      parse_sets, write_json)
-from fashion.dataset import _clean_polygons, _decode  # noqa: E402
+from fashion.dataset import clean_polygons, decode_annotation  # noqa: E402
 from mrcnn import utils  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
 
@@ -176,8 +176,8 @@ def ann_to_mask(ann, height, width, where=""):
     try:
         if isinstance(seg, dict):
             h, w = (int(v) for v in seg.get("size", (height, width)))
-            return _decode({"coco_rle": seg}, h, w, where)      # [h, w]; crowd may differ
-        return _decode({"polygons": _clean_polygons(seg)}, height, width, where)
+            return decode_annotation({"coco_rle": seg}, h, w, where)      # [h, w]; crowd may differ
+        return decode_annotation({"polygons": clean_polygons(seg)}, height, width, where)
     except ValueError as e:
         log.warning("%s: %s; the annotation is skipped.", where, e)
         return None
@@ -394,7 +394,7 @@ def evaluation_gt(annotation_file, image_ids):
         seg = ann.get("segmentation")
         if isinstance(seg, list):
             try:
-                ann = dict(ann, segmentation=_clean_polygons(seg))
+                ann = dict(ann, segmentation=clean_polygons(seg))
             except ValueError:
                 dropped += 1
                 continue
