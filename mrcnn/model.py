@@ -247,8 +247,10 @@ class MaskRCNN:
     def _predict(self, molded, metas, anchors):
         if self._infer_fn is None:
             model = self.keras_model
-            self._infer_fn = tf.function(lambda x, m, a: model([x, m, a], training=False),
-                                         reduce_retracing=True)
+
+            def infer(images, metas, anchors):
+                return model([images, metas, anchors], training=False)
+            self._infer_fn = tf.function(infer, reduce_retracing=True, autograph=False)
         outs = self._infer_fn(tf.constant(molded, tf.float32), tf.constant(metas, tf.float32),
                               tf.constant(anchors, tf.float32))
         return [o.numpy() for o in outs]
