@@ -169,14 +169,21 @@ def peek_record(files):
     """Shape facts of the first record in files, or None when they hold no record:
     {"height", "width", "num_classes", "num_attributes" (None without instances)}."""
     import tensorflow as tf
-    for raw in tf.data.TFRecordDataset(files).take(1):
-        feature = tf.train.Example.FromString(raw.numpy()).features.feature
-        image = tf.io.decode_png(feature["image"].bytes_list.value[0], channels=3)
-        n = int(feature["num_instances"].int64_list.value[0])
-        attr_bytes = len(feature["attributes"].bytes_list.value[0])
-        return {"height": int(image.shape[0]), "width": int(image.shape[1]),
-                "num_classes": len(feature["image_meta"].float_list.value) - 12,
-                "num_attributes": attr_bytes // n if n else None}
+    try:
+        for raw in tf.data.TFRecordDataset(files).take(1):
+            feature = tf.train.Example.FromString(raw.numpy()).features.feature
+            image = tf.io.decode_png(feature["image"].bytes_list.value[0], channels=3)
+            n = int(feature["num_instances"].int64_list.value[0])
+            attr_bytes = len(feature["attributes"].bytes_list.value[0])
+            return {"height": int(image.shape[0]), "width": int(image.shape[1]),
+                    "num_classes": len(feature["image_meta"].float_list.value) - 12,
+                    "num_attributes": attr_bytes // n if n else None}
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        text = str(getattr(e, "message", "") or e)
+        text = text.split("}} ")[-1].split(" [Op:")[0].splitlines()[0][:160] if text \
+            else type(e).__name__
+        raise CLIError(f"The first record of {files[0]} cannot be read ({text}); "
+                       "rewrite the shards with `fashion.py tfrecords`.") from None
     return None
 
 
