@@ -206,12 +206,12 @@ def worker_records(file_pattern, config, strategy=None):
         mine = files[index::count]
         log.info("Worker %d of %d reads %d of %d TFRecord files", index, count,
                  len(mine), len(files))
-        return read_tfrecords(mine, config, deterministic=False), True
+        return read_tfrecords(mine, config, deterministic=False, shuffle_files=True), True
     if count > 1:
         log.warning("%d TFRecord file(s) for %d workers: every worker decodes every "
                     "record; write at least %d shards for file sharding.",
                     len(files), count, count)
-    return read_tfrecords(files, config, deterministic=False), False
+    return read_tfrecords(files, config, deterministic=False, shuffle_files=True), False
 
 
 def set_shard_policy(dataset, policy):
@@ -270,3 +270,15 @@ def input_shapes(config, batch_size):
     if config.NUM_ATTRIBUTES:
         shapes["input_gt_attributes"] = [g, config.NUM_ATTRIBUTES]
     return {k: [batch_size] + v for k, v in shapes.items()}
+
+
+def is_chief(strategy):
+    """True unless this is a non-chief worker of a multi-worker strategy."""
+    if strategy is None:
+        return True
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())

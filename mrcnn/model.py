@@ -184,7 +184,7 @@ class MaskRCNN:
         bs = self.config.BATCH_SIZE
         train_ds = self._inputs(train_dataset, bs, augmentation)
         val_ds = self._inputs(val_dataset, bs) if val_dataset is not None else None
-        chief = _is_chief(self.strategy)
+        chief = distribute.is_chief(self.strategy)
         if chief:  # only the chief writes checkpoints and logs
             os.makedirs(self.log_dir, exist_ok=True)
         callbacks = [AtomicCheckpoint(self.checkpoint_path, is_chief=chief),
@@ -333,15 +333,3 @@ class _NullScope:
 
     def __exit__(self, *exc):
         return False
-
-
-def _is_chief(strategy):
-    """True unless this is a non-chief worker of a multi-worker strategy."""
-    if strategy is None:
-        return True
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
-        return True
-    return resolver.task_type == "chief" or (
-        resolver.task_type == "worker" and resolver.task_id == 0
-        and "chief" not in resolver.cluster_spec().as_dict())

@@ -163,7 +163,8 @@ def multiworker(out_dir):
     """One worker of TF_CONFIG's cluster: 2 steps from TFRecords, checkpoint by chief."""
     from mrcnn.distribute import get_strategy, worker_index
     strategy = get_strategy("multiworker")          # first: before other TF work
-    from mrcnn.model import MaskRCNN, _is_chief
+    from mrcnn.distribute import is_chief
+    from mrcnn.model import MaskRCNN
     messages = []
 
     class Capture(logging.Handler):
@@ -179,7 +180,7 @@ def multiworker(out_dir):
     history = model.train(os.path.join(out_dir, "rec", "train-*.tfrecord"), None,
                           config.LEARNING_RATE, epochs=1, layers="all", verbose=0)
     weights = model.keras_model.get_weights()
-    emit({"chief": _is_chief(strategy), "worker": list(worker_index(strategy)),
+    emit({"chief": is_chief(strategy), "worker": list(worker_index(strategy)),
           "replicas": strategy.num_replicas_in_sync, "batch_size": config.BATCH_SIZE,
           "loss": history.history["loss"], "steps": model.epoch,
           "checksum": float(sum(float(np.abs(w).sum()) for w in weights)),

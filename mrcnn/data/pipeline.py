@@ -21,6 +21,9 @@ from mrcnn.ops.targets import record_to_inputs
 
 log = logging.getLogger("mrcnn")
 
+# Records held in the shuffle buffer of tf.data / TFRecord inputs.
+SHUFFLE_BUFFER = 256
+
 # imgaug augmenters that move pixels, so masks must follow (matterport's list).
 MASK_AUGMENTERS = ["Sequential", "SomeOf", "OneOf", "Sometimes", "Fliplr", "Flipud",
                    "CropAndPad", "Affine", "PiecewiseAffine"]
@@ -191,9 +194,18 @@ def as_source(data, config):
 
 def training_inputs(data, config, batch_size, shuffle=True, augmentation=None, seed=None,
                     repeat=True, skips=None):
-    """Any supported data (Dataset, H5 source, tf.data of records) -> input batches."""
+    """Any supported data (Dataset, H5 source, tf.data of records) -> input batches.
+
+    A tf.data of records (e.g. TFRecords) is shuffled through a buffer; it takes only
+    the in-graph augmentation ("flip"), since imgaug would need Python per sample.
+    """
     if isinstance(data, tf.data.Dataset):
-        records = data.repeat() if repeat else data
+        if augmentation is not None and augmentation != "flip":
+            log.warning("imgaug augmentation needs Python per sample and is not applied "
+                        "to a tf.data/TFRecord input; using the in-graph flip instead.")
+            augmentation = "flip"
+        records = data.shuffle(SHUFFLE_BUFFER, seed=seed) if shuffle else data
+        records = records.repeat() if repeat else records
         return make_input_dataset(records, config, batch_size,
                                   flip=augmentation == "flip")
     source = as_source(data, config)

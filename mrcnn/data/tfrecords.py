@@ -168,10 +168,17 @@ def expand_files(file_pattern_or_list):
 
 
 def read_tfrecords(file_pattern_or_list, config, num_parallel_calls=tf.data.AUTOTUNE,
-                   deterministic=True):
+                   deterministic=True, shuffle_files=False, seed=None):
     """TFRecord files (a glob pattern, local or gs://, or a list) -> tf.data.Dataset of
-    record dicts, in file order then write order."""
+    record dicts, in file order then write order; with shuffle_files, the files are
+    reshuffled every pass and read interleaved (training)."""
     files = _expand(file_pattern_or_list)
-    ds = tf.data.TFRecordDataset(files)
+    if shuffle_files and len(files) > 1:
+        ds = tf.data.Dataset.from_tensor_slices(files).shuffle(
+            len(files), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 4),
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    else:
+        ds = tf.data.TFRecordDataset(files)
     return ds.map(lambda s: parse_record(s, config), num_parallel_calls=num_parallel_calls,
                   deterministic=deterministic)
