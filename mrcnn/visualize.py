@@ -455,6 +455,13 @@ def draw_boxes(image, boxes=None, refined_boxes=None, masks=None, captions=None,
 #  Tables
 ############################################################
 
+def _in_kernel():
+    """True inside a running Jupyter/IPython kernel (not merely with ipykernel imported)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and hasattr(shell, "kernel")
+
+
 def display_table(table, save_path=None, dpi=100, show=True):
     """Show rows of cells (first row = header) as HTML in Jupyter, as text elsewhere.
 
@@ -464,7 +471,7 @@ def display_table(table, save_path=None, dpi=100, show=True):
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
                    for r in rows)
     markup = f"<table>{body}</table>"
-    if show and "ipykernel" in sys.modules:
+    if show and _in_kernel():
         from IPython.display import HTML, display
         display(HTML(markup))
     elif show and rows:
