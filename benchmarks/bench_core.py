@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 
-def make_config(size, backbone, mode_batch=1, classes=47):
+def make_config(size, backbone, mode_batch=1, classes=47, precision=None):
     from mrcnn.config import Config
 
     class Bench(Config):
@@ -38,15 +38,16 @@ def make_config(size, backbone, mode_batch=1, classes=47):
         DETECTION_MIN_CONFIDENCE = 0.05
         TRAIN_ROIS_PER_IMAGE = 512
         MAX_GT_INSTANCES = 10
+        MIXED_PRECISION = precision
     if backbone.startswith("efficientnet"):
         Bench.TOP_DOWN_PYRAMID_SIZE = 64 if backbone.endswith("b0") else 160
     return Bench()
 
 
-def time_inference(size, backbone, reps):
+def time_inference(size, backbone, reps, precision=None):
     """Median seconds per image of detect() on a random image; returns (median, params)."""
     from mrcnn.model import MaskRCNN
-    config = make_config(size, backbone)
+    config = make_config(size, backbone, precision=precision)
     model = MaskRCNN("inference", config, "/tmp/bench_logs")
     image = np.random.RandomState(0).randint(0, 255, (size, size, 3)).astype(np.uint8)
     model.detect([image])
@@ -125,6 +126,8 @@ def main():
     p.add_argument("--torch-python", help="python of a venv with torch + torchvision")
     p.add_argument("--tfm-python", help="python of a venv with tf-models-official")
     p.add_argument("--no-train", action="store_true")
+    p.add_argument("--bf16", action="store_true",
+                   help="also time our inference with mixed_bfloat16 (AVX512-BF16/AMX CPUs)")
     a = p.parse_args()
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(a.threads)
@@ -136,6 +139,9 @@ def main():
         tv = run_peer(a.torch_python, "torchvision_maskrcnn.py", size, a.threads, a.reps)
         tfm = run_peer(a.tfm_python, "tfm_maskrcnn.py", size, a.threads, a.reps)
         rows.append((size, ours, train, tv, tfm, params))
+        if a.bf16:
+            bf16, _ = time_inference(size, a.backbone, a.reps, precision="mixed_bfloat16")
+            print(f"size {size}: ours infer with mixed_bfloat16 {bf16:.3f}s", flush=True)
         print(f"size {size}: ours infer {ours:.3f}s"
               + (f", train step {train:.3f}s" if train else "")
               + (f" | torchvision infer {tv.get('infer', float('nan')):.3f}s"

@@ -166,6 +166,10 @@ class Config:
     # Gradient norm clipping.
     GRADIENT_CLIP_NORM = 5.0
 
+    # Static shapes everywhere (XLA / TPU): the mask head then runs on the maximum number
+    # of positive ROIs and ROI align crops every level. False saves work on CPUs/GPUs.
+    STATIC_SHAPES = False
+
     # Mixed precision policy: None, "mixed_float16" or "mixed_bfloat16".
     MIXED_PRECISION = None
 

@@ -153,6 +153,9 @@ def configure_for_strategy(config, strategy):
                  config.IMAGES_PER_GPU * replicas)
     config.GPU_COUNT = replicas
     config.BATCH_SIZE = config.IMAGES_PER_GPU * replicas
+    if isinstance(strategy, tf.distribute.TPUStrategy) and not config.STATIC_SHAPES:
+        log.info("STATIC_SHAPES -> True: TPUs compile the graph with XLA")
+        config.STATIC_SHAPES = True
     return config
 
 

@@ -89,21 +89,33 @@ class PadRows(layers.Layer):
 
 
 @keras.saving.register_keras_serializable("mrcnn")
-class FirstRows(layers.Layer):
-    """[B, R, ...] -> [B, rows, ...]: the first rows along axis 1."""
+class PositiveRows(layers.Layer):
+    """[B, R, ...] -> its first rows that can hold a positive ROI, along axis 1.
 
-    def __init__(self, rows, **kwargs):
+    Targets list positive ROIs first (at most `rows` of them). With static=False the
+    cut is the batch's largest positive count (at least 1), so the mask head does no
+    work for negatives; static=True keeps `rows` for XLA / TPU.
+    """
+
+    def __init__(self, rows, static=False, **kwargs):
         super().__init__(**kwargs)
         self.rows = rows
+        self.static = static
 
-    def call(self, x):
-        return x[:, :self.rows]
+    def call(self, x, class_ids):
+        if self.static:
+            return x[:, :self.rows]
+        count = tf.reduce_sum(tf.cast(class_ids[:, :self.rows] > 0, tf.int32), axis=1)
+        return x[:, :tf.maximum(tf.reduce_max(count), 1)]
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.rows) + tuple(input_shape[2:])
+    def compute_output_shape(self, x_shape, class_ids_shape):
+        return (x_shape[0], self.rows if self.static else None) + tuple(x_shape[2:])
+
+    def compute_output_spec(self, x, class_ids):
+        return keras.KerasTensor(self.compute_output_shape(x.shape, class_ids.shape), x.dtype)
 
     def get_config(self):
-        return {**super().get_config(), "rows": self.rows}
+        return {**super().get_config(), "rows": self.rows, "static": self.static}
 
 
 @keras.saving.register_keras_serializable("mrcnn")
@@ -126,6 +138,7 @@ def _heads(rois, input_image_meta, pyramid, config):
     """ROI align + classifier head on rois."""
     maps = [pyramid[k] for k in ("P2", "P3", "P4", "P5")]
     pooled = PyramidROIAlign([config.POOL_SIZE, config.POOL_SIZE],
+                             static_shapes=config.STATIC_SHAPES,
                              name="roi_align_classifier")([rois, input_image_meta] + maps)
     return box_head(pooled, config.NUM_CLASSES, train_bn=config.TRAIN_BN,
                     fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE)
@@ -134,6 +147,7 @@ def _heads(rois, input_image_meta, pyramid, config):
 def _mask_branch(rois, input_image_meta, pyramid, config):
     maps = [pyramid[k] for k in ("P2", "P3", "P4", "P5")]
     pooled = PyramidROIAlign([config.MASK_POOL_SIZE, config.MASK_POOL_SIZE],
+                             static_shapes=config.STATIC_SHAPES,
                              name="roi_align_mask")([rois, input_image_meta] + maps)
     return mask_head(pooled, config.NUM_CLASSES, train_bn=config.TRAIN_BN)
 
@@ -188,15 +202,16 @@ def build_training_graph(config):
     # Positive ROIs come first in the targets and only they have mask targets, so the
     # mask head runs on the first int(T * ROI_POSITIVE_RATIO) rows (same loss, less work).
     positives = int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
-    masks = _mask_branch(FirstRows(positives, name="positive_rois")(rois), meta, pyramid,
-                         config)
+
+    def first(x, name):
+        return PositiveRows(positives, config.STATIC_SHAPES, name=name)(x, target_class_ids)
+    masks = _mask_branch(first(rois, "positive_rois"), meta, pyramid, config)
     outputs = {
         "rpn_class_logits": rpn_class_logits, "rpn_class": rpn_class, "rpn_bbox": rpn_bbox,
         "rpn_rois": rpn_rois, "rois": rois, "active_class_ids": active_class_ids,
         "target_class_ids": target_class_ids, "target_bbox": target_bbox,
-        "target_mask": FirstRows(positives, name="positive_target_mask")(target_mask),
-        "mask_target_class_ids": FirstRows(positives, name="positive_target_class_ids")(
-            target_class_ids),
+        "target_mask": first(target_mask, "positive_target_mask"),
+        "mask_target_class_ids": first(target_class_ids, "positive_target_class_ids"),
         "mrcnn_class_logits": class_logits,
         "mrcnn_class": class_probs, "mrcnn_bbox": bbox, "mrcnn_mask": masks,
     }

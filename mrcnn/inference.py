@@ -28,20 +28,20 @@ def mold_inputs(images, config):
     return np.stack(molded), np.stack(metas), np.array(windows)
 
 
-def _paste_mask(mask, box, image_shape):
-    """A [h, w] probability mask -> (full-size bool mask, mean probability inside it)."""
+def _paste_mask(mask, box, full):
+    """Pastes a [h, w] probability mask into its box of the full-size bool plane `full`;
+    returns the mean probability inside the pasted mask."""
     y1, x1, y2, x2 = box
-    full = np.zeros(image_shape[:2], dtype=bool)
     h, w = y2 - y1, x2 - x1
     if h <= 0 or w <= 0:
-        return full, 0.0
+        return 0.0
     if cv2 is not None:
         m = cv2.resize(mask.astype(np.float32), (int(w), int(h)), interpolation=cv2.INTER_LINEAR)
     else:
         m = utils.resize(mask, (h, w))
     inside = m >= 0.5
     full[y1:y2, x1:x2] = inside
-    return full, float(m[inside].mean()) if inside.any() else 0.0
+    return float(m[inside].mean()) if inside.any() else 0.0
 
 
 def unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape, window,
@@ -68,11 +68,12 @@ def unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape,
     boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, original_image_shape[1])
     keep = np.where((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0)[0]
     boxes, class_ids, scores, masks = boxes[keep], class_ids[keep], scores[keep], masks[keep]
-    pasted = [_paste_mask(masks[i], boxes[i], original_image_shape) for i in range(len(keep))]
-    full_masks = (np.stack([p[0] for p in pasted], axis=-1) if pasted
-                  else np.zeros(tuple(original_image_shape[:2]) + (0,), dtype=bool))
-    result = {"rois": boxes, "class_ids": class_ids, "scores": scores, "masks": full_masks,
-              "mask_scores": np.array([p[1] for p in pasted], dtype=np.float32)}
+    # One contiguous plane per instance, seen as [H, W, N]: no copy through np.stack.
+    planes = np.zeros((len(keep),) + tuple(original_image_shape[:2]), dtype=bool)
+    mask_scores = [_paste_mask(masks[i], boxes[i], planes[i]) for i in range(len(keep))]
+    result = {"rois": boxes, "class_ids": class_ids, "scores": scores,
+              "masks": np.moveaxis(planes, 0, -1),
+              "mask_scores": np.array(mask_scores, dtype=np.float32)}
     if attributes is not None:
         result["attribute_probabilities"] = attributes[:n][keep].astype(np.float32)
     return result
