@@ -27,20 +27,8 @@ class CLIError(Exception):
 
 # ---------------------------------------------------------------------- files
 def atomic_write_text(path, text):
-    """Writes text to path through a temporary file in the same directory."""
-    path = os.fspath(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=parent)
-    try:
-        _default_mode(fd)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    """Writes text (UTF-8) to path through a temporary file in the same directory."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_bytes(path, data):

@@ -11,7 +11,7 @@ import logging
 import os
 import re
 
-from fashion.commands.common import (CLIError, atomic_write_text, dataset_from_args,
+from fashion.commands.common import (CLIError, _plain, atomic_write_text, dataset_from_args,
                                      dataset_meta, h5_source)
 
 log = logging.getLogger("fashion")
@@ -122,15 +122,6 @@ def write_records_meta(prefix, meta):
         f.write(text)
     tf.io.gfile.rename(tmp, path, overwrite=True)
     return path
-
-
-def _plain(value):
-    import numpy as np
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def records_files(pattern, flag="--tfrecords"):
