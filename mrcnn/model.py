@@ -95,14 +95,12 @@ class MaskRCNN:
     def set_log_dir(self, model_path=None):
         """Sets the log directory and epoch; a checkpoint path resumes its run."""
         self.epoch = 0
-        now = datetime.datetime.now()
-        if model_path:
-            m = _CHECKPOINT_RE.match(str(model_path).replace("\\", "/"))
-            if m:
-                now = datetime.datetime(*map(int, m.groups()[:5]))
-                self.epoch = int(m.group(6))
-                self.log_dir = os.path.dirname(os.path.abspath(model_path))
-        if not model_path or not _CHECKPOINT_RE.match(str(model_path)):
+        m = _CHECKPOINT_RE.match(str(model_path).replace("\\", "/")) if model_path else None
+        if m:  # resume: the checkpoint's run directory and epoch
+            self.epoch = int(m.group(6))
+            self.log_dir = os.path.dirname(os.path.abspath(model_path))
+        else:
+            now = datetime.datetime.now()
             self.log_dir = os.path.join(self.model_dir,
                                         f"{self.config.NAME.lower()}{now:%Y%m%dT%H%M}")
         self.checkpoint_path = os.path.join(
@@ -244,6 +242,11 @@ class MaskRCNN:
         """Normalised anchors [A, 4] for a (molded) image shape."""
         return norm_anchors(self.config, image_shape[:2])
 
+    def _batch_anchors(self, molded):
+        """[batch, A, 4] anchors for a batch of molded images of one shape."""
+        anchors = self.get_anchors(molded[0].shape)
+        return np.broadcast_to(anchors, (len(molded),) + anchors.shape)
+
     def _predict(self, molded, metas, anchors):
         if self._infer_fn is None:
             model = self.keras_model
@@ -275,8 +278,7 @@ class MaskRCNN:
         return results
 
     def _detect_batch(self, originals, molded, metas, windows, verbose=0):
-        anchors = np.broadcast_to(self.get_anchors(molded[0].shape),
-                                  (len(molded),) + self.get_anchors(molded[0].shape).shape)
+        anchors = self._batch_anchors(molded)
         outs = self._predict(molded, metas, anchors)
         detections, mrcnn_mask = outs[0], outs[3]
         attrs = outs[7] if len(outs) > 7 else None
@@ -313,8 +315,7 @@ class MaskRCNN:
         sub = keras.Model(self.keras_model.inputs, tensors)
         molded, metas, _ = self.mold_inputs(images)
         metas = metas if image_metas is None else image_metas
-        anchors = np.broadcast_to(self.get_anchors(molded[0].shape),
-                                  (len(molded),) + self.get_anchors(molded[0].shape).shape)
+        anchors = self._batch_anchors(molded)
         values = sub.predict_on_batch([molded, metas, anchors])
         values = values if isinstance(values, (list, tuple)) else [values]
         return OrderedDict((n, np.asarray(v)) for (n, _), v in zip(outputs, values))

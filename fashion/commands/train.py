@@ -315,7 +315,6 @@ def run(args):
     if args.strategy == "tpu" and not args.tfrecords:
         raise CLIError(TPU_NEEDS_RECORDS)
     from mrcnn import distribute
-    from mrcnn.distribute import is_chief
     from mrcnn.model import MaskRCNN
     from mrcnn.training import parse_schedule
     strategy = get_strategy(args.strategy, args.tpu)  # first: before other TF work
@@ -340,7 +339,7 @@ def run(args):
     val = _validation(config, data)
     model = MaskRCNN("training", config, args.logs, strategy=strategy)
     _load_start_weights(model, start, args)
-    if is_chief(strategy):  # other workers of a multi-worker run write nothing
+    if distribute.is_chief(strategy):  # other workers of a multi-worker run write nothing
         os.makedirs(model.log_dir, exist_ok=True)
         write_run_file(model.log_dir, config, data.meta,
                        {"schedule": schedule, "weights": args.weights,
@@ -349,7 +348,7 @@ def run(args):
     train_src, val_src = _sources(args, config, data, strategy)
     augmentation = _augmentation(args.augment, graph_only=bool(args.tfrecords) or tpu)
     return _train_stages(args, model, stages, (train_src, val_src), augmentation,
-                         is_chief(strategy))
+                         distribute.is_chief(strategy))
 
 
 def _train_stages(args, model, stages, sources, augmentation, chief=True):
