@@ -41,7 +41,8 @@ def commit(tmp, path):
     tmp, path = os.fspath(tmp), os.fspath(path)
     os.chmod(tmp, umask_mode(0o777 if os.path.isdir(tmp) else 0o666))
     if os.path.isdir(tmp) and os.path.isdir(path):
-        old = _temp_name(path, ".old")
+        parent, name = os.path.split(os.path.abspath(path))
+        old = os.path.join(parent, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.old")
         os.replace(path, old)
         os.replace(tmp, path)
         shutil.rmtree(old, ignore_errors=True)
