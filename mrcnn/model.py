@@ -108,20 +108,7 @@ class MaskRCNN:
 
     def find_last(self):
         """Path of the last checkpoint of the newest run of this config's NAME."""
-        key = self.config.NAME.lower()
-        runs = sorted(d for d in (os.listdir(self.model_dir) if os.path.isdir(self.model_dir)
-                                  else []) if d.startswith(key)
-                      and os.path.isdir(os.path.join(self.model_dir, d)))
-        for run in reversed(runs):
-            d = os.path.join(self.model_dir, run)
-            ckpts = sorted(f for f in os.listdir(d)
-                           if f.startswith("mask_rcnn") and f.endswith(".h5"))
-            if ckpts:
-                return os.path.join(d, ckpts[-1])
-        raise FileNotFoundError(
-            f"Could not find a checkpoint of {key!r} under {self.model_dir}: no run "
-            f"directory {key}YYYYMMDDTHHMM with mask_rcnn_*.h5 files; train first or "
-            "pass a weights path.")
+        return find_last(self.model_dir, self.config.NAME)
 
     def load_weights(self, filepath, by_name=False, exclude=None):
         """Loads our checkpoints, matterport's Keras-2 .h5 files or Keras 3 files.
@@ -319,6 +306,28 @@ class MaskRCNN:
         values = sub.predict_on_batch([molded, metas, anchors])
         values = values if isinstance(values, (list, tuple)) else [values]
         return OrderedDict((n, np.asarray(v)) for (n, _), v in zip(outputs, values))
+
+
+def find_last(model_dir, name):
+    """Path of the last checkpoint of the newest run named `name` under model_dir.
+
+    Runs are directories <name>YYYYMMDDTHHMM (name lower-cased) holding
+    mask_rcnn_*.h5 files; the newest run with a checkpoint wins. Raises
+    FileNotFoundError with the fix when there is none.
+    """
+    key = name.lower()
+    runs = sorted(d for d in (os.listdir(model_dir) if os.path.isdir(model_dir) else [])
+                  if d.startswith(key) and os.path.isdir(os.path.join(model_dir, d)))
+    for run in reversed(runs):
+        d = os.path.join(model_dir, run)
+        ckpts = sorted(f for f in os.listdir(d)
+                       if f.startswith("mask_rcnn") and f.endswith(".h5"))
+        if ckpts:
+            return os.path.join(d, ckpts[-1])
+    raise FileNotFoundError(
+        f"Could not find a checkpoint of {key!r} under {model_dir}: no run "
+        f"directory {key}YYYYMMDDTHHMM with mask_rcnn_*.h5 files; train first or "
+        "pass a weights path.")
 
 
 def _float32(tensor, name):
