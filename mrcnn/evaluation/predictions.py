@@ -48,6 +48,9 @@ def _normalise_rle(segmentation):
         raise ValueError(f"'segmentation.size' must be [height, width] integers, got {size!r}")
     h, w = int(size[0]), int(size[1])
     if isinstance(counts, list):  # uncompressed RLE -> compressed
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                   for v in counts):
+            raise ValueError("uncompressed RLE 'counts' must be non-negative integers")
         if sum(counts) != h * w:
             raise ValueError(
                 f"uncompressed RLE 'counts' sum to {sum(counts)} but size {h}x{w} "
@@ -55,10 +58,61 @@ def _normalise_rle(segmentation):
         rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
         counts = rle["counts"]
     if isinstance(counts, bytes):
-        counts = counts.decode("ascii")
+        counts = counts.decode("ascii", errors="replace")
     if not isinstance(counts, str):
         raise ValueError(f"'segmentation.counts' must be a string, got {type(counts).__name__}")
+    check_rle_counts(counts, h, w)
     return {"size": [h, w], "counts": counts}
+
+
+# Longest run a compressed-RLE value may encode here: 7 chunks of 5 bits (2^35 pixels).
+_MAX_RLE_CHUNKS = 7
+
+
+def rle_run_lengths(counts):
+    """Run lengths of a compressed COCO RLE string (pycocotools' 5-bit LEB128-style
+    code: each char is 48 + 6 bits, bit 0x20 = more chunks follow, 0x10 on the last
+    chunk = negative; from the third value on each value is a delta to the value two
+    places before). Vectorised and linear in len(counts); raises ValueError on any
+    malformed string instead of letting a decoder run on garbage."""
+    if not counts:
+        return np.zeros(0, np.int64)
+    c = np.frombuffer(counts.encode("latin-1", errors="replace"), np.uint8).astype(np.int64)
+    c -= 48
+    bad = np.flatnonzero((c < 0) | (c > 63))
+    if bad.size:
+        raise ValueError(f"'segmentation.counts' has the character {counts[bad[0]]!r} at "
+                         f"position {int(bad[0])}, which compressed RLE never uses")
+    last = (c & 0x20) == 0                                    # [L] a value ends here
+    if not last[-1]:
+        raise ValueError("'segmentation.counts' ends in the middle of a value")
+    group = np.concatenate([[0], np.cumsum(last)[:-1]])       # [L] value index per char
+    starts = np.concatenate([[0], np.flatnonzero(last)[:-1] + 1])
+    k = np.arange(len(c)) - starts[group]                     # [L] chunk index in value
+    if k.max() >= _MAX_RLE_CHUNKS:
+        raise ValueError("'segmentation.counts' encodes a run longer than any image")
+    n = int(last.sum())
+    values = np.zeros(n, np.int64)
+    np.add.at(values, group, (c & 0x1F) << (5 * k))
+    ends = np.flatnonzero(last)                               # [n] last char of each value
+    negative = (c[ends] & 0x10) != 0
+    values[negative] -= np.int64(1) << (5 * (k[ends][negative] + 1))
+    runs = values.copy()
+    runs[3::2] = np.cumsum(values[1::2])[1:]                  # odd chain: 1, 3, 5, ...
+    runs[4::2] = np.cumsum(values[2::2])[1:]                  # even chain from 2: 2, 4, ...
+    return runs
+
+
+def check_rle_counts(counts, h, w):
+    """Raises ValueError unless compressed RLE `counts` decode to exactly h*w pixels."""
+    runs = rle_run_lengths(counts)
+    if runs.size and runs.min() < 0:
+        raise ValueError("'segmentation.counts' decodes to a negative run length")
+    total = int(runs.sum())
+    if total != h * w:
+        raise ValueError(f"'segmentation.counts' decode to {total} pixels but size "
+                         f"{h}x{w} has {h * w}")
+    return runs
 
 
 def _attributes_from_probabilities(probabilities, index_to_id, threshold):
@@ -106,6 +160,8 @@ def normalise_prediction(raw, attribute_index_to_id=None, attribute_threshold=0.
         if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
             raise ValueError(f"'bbox' must be [x, y, width, height] numbers, got {bbox!r}")
+        if not all(np.isfinite(v) for v in bbox) or bbox[2] < 0 or bbox[3] < 0:
+            raise ValueError(f"'bbox' must be finite with width, height >= 0, got {bbox!r}")
         out["bbox"] = [float(v) for v in bbox]
     else:
         out["bbox"] = [float(v) for v in mask_utils.toBbox(out["segmentation"])]
@@ -119,9 +175,18 @@ def normalise_prediction(raw, attribute_index_to_id=None, attribute_threshold=0.
     return out
 
 
+# One prediction line longer than this is refused (a 4k mask's RLE is well under 1 MiB).
+MAX_LINE_BYTES = 64 << 20
+
+
+class _BadLine(ValueError):
+    """A line that is not one JSON object (reported or skipped like a bad record)."""
+
+
 def _iter_raw(path):
-    """Yield (location, raw object) for each prediction in a JSONL or JSON-list file."""
-    with open(path, "r", encoding="utf-8") as f:
+    """Yield (location, raw object) for each prediction in a JSONL or JSON-list file;
+    a line that is not JSON yields a _BadLine instead of an object."""
+    with open(path, "r", encoding="utf-8", errors="replace") as f:
         head = f.read(4096).lstrip()
         f.seek(0)
         if head.startswith("["):
@@ -131,28 +196,65 @@ def _iter_raw(path):
                 raise ValueError(
                     f"{path}: line {e.lineno}: invalid JSON ({e.msg}); the file must be "
                     "one JSON list or JSON Lines (one prediction per line)") from None
-            for i, item in enumerate(items):
+            for i, item in enumerate(items if isinstance(items, list) else [items]):
                 yield f"item {i}", item
             return
-        for number, line in enumerate(f, start=1):
+        number = 0
+        while True:
+            line = f.readline(MAX_LINE_BYTES)
+            if not line:
+                return
+            number += 1
+            if len(line) >= MAX_LINE_BYTES and not line.endswith("\n"):
+                raise ValueError(f"{path}: line {number} is longer than "
+                                 f"{MAX_LINE_BYTES >> 20} MiB; each line must hold one "
+                                 "prediction object")
             if not line.strip():
                 continue
             try:
                 yield f"line {number}", json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(
-                    f"{path}: line {number}: invalid JSON ({e.msg} at column {e.colno}); "
-                    "each line must hold one prediction object") from None
+                yield f"line {number}", _BadLine(
+                    f"invalid JSON ({e.msg} at column {e.colno}); each line must hold one "
+                    "prediction object")
 
 
-def read_predictions(path, attribute_index_to_id=None, attribute_threshold=0.5):
+def check_against_images(pred, image_sizes=None, category_ids=None):
+    """Checks a normalised prediction against what the ground truth knows: its image
+    exists, its mask has that image's size, its category is known. Raises ValueError."""
+    if image_sizes is not None:
+        size = image_sizes.get(pred["image_id"])
+        if size is None:
+            raise ValueError(f"image_id {pred['image_id']!r} is not in the annotations")
+        seg = pred.get("segmentation")
+        if seg is not None and tuple(seg["size"]) != tuple(int(v) for v in size):
+            raise ValueError(f"the mask is {seg['size'][0]}x{seg['size'][1]} but image "
+                             f"{pred['image_id']!r} is {size[0]}x{size[1]}; write masks at "
+                             "the original image size")
+    if category_ids is not None and pred["category_id"] not in category_ids:
+        raise ValueError(f"category_id {pred['category_id']!r} is not one of the "
+                         "annotations' categories")
+    return pred
+
+
+def read_predictions(path, attribute_index_to_id=None, attribute_threshold=0.5,
+                     image_sizes=None, category_ids=None, skipped=None):
     """Yield normalised prediction dicts from a JSON Lines or JSON-list file.
+
+    Every record is validated before use: keys and types, finite score and bbox, RLE
+    counts that decode to exactly height x width pixels (checked in time linear in the
+    string, so garbage can never make a decoder spin), and, when given, the image size
+    and known category ids.
 
     Args:
         path: the predictions file.
         attribute_index_to_id: optional list mapping the contiguous attribute index
             of `attribute_probabilities` to dataset attribute ids.
         attribute_threshold: probability at which an attribute counts as present.
+        image_sizes: optional {image_id: (height, width)} of the ground truth.
+        category_ids: optional collection of the known category ids.
+        skipped: None to stop at the first bad record (ValueError naming the file and
+            line); a list to skip bad records instead, appending "line N: reason".
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -163,9 +265,14 @@ def read_predictions(path, attribute_index_to_id=None, attribute_threshold=0.5):
         raise FileNotFoundError(f"predictions file {path} does not exist; check the path")
     for where, raw in _iter_raw(path):
         try:
-            yield normalise_prediction(raw, attribute_index_to_id, attribute_threshold)
+            if isinstance(raw, _BadLine):
+                raise raw
+            pred = normalise_prediction(raw, attribute_index_to_id, attribute_threshold)
+            yield check_against_images(pred, image_sizes, category_ids)
         except ValueError as e:
-            raise ValueError(f"{path}: {where}: {e}") from None
+            if skipped is None:
+                raise ValueError(f"{path}: {where}: {e}") from None
+            skipped.append(f"{where}: {e}")
 
 
 class PredictionWriter:
