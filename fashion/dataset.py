@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from pycocotools import mask as coco_mask
 
 from fashion import rle
 from fashion.labels import LabelSet, load_labels, read_json
+from mrcnn.data.annotations import clean_polygons, coco_rle_to_mask, polygons_to_mask
 from mrcnn.data.dataset import Dataset, read_image
 from mrcnn.data.records import BadSample
 
@@ -425,23 +425,10 @@ def _deepfashion2_item(item, labels):
             "attribute_ids": ()}
 
 
-def clean_polygons(seg):
-    """List of flat [x1, y1, x2, y2, ...] polygons; drops ones with < 3 points."""
-    if not isinstance(seg, list):
-        raise ValueError(f"segmentation must be polygons or an RLE dict, got "
-                         f"{type(seg).__name__}")
-    polygons = [[float(v) for v in p] for p in seg
-                if isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0]
-    if not polygons:
-        raise ValueError("segmentation has no polygon with at least 3 points")
-    return polygons
-
-
 def decode_annotation(ann, h, w, where):
     """One stored annotation -> mask [h, w] bool."""
     if "rle" in ann:
         return rle.decode(ann["rle"], h, w, where)
     if "coco_rle" in ann:
-        return rle.coco_to_mask(ann["coco_rle"])
-    rles = coco_mask.frPyObjects(ann["polygons"], h, w)
-    return coco_mask.decode(coco_mask.merge(rles)).astype(bool)
+        return coco_rle_to_mask(ann["coco_rle"])
+    return polygons_to_mask(ann["polygons"], h, w)

@@ -19,6 +19,9 @@ over IoU thresholds of TP / (TP + FP + FN), matches requiring the same class):
 
 Crowd ground truths are treated like any other ground truth (the Kaggle data has
 none). IoU is computed on COCO RLE masks ("segm") or boxes ("bbox").
+
+`score(annotations_path, predictions_path, metric)` is mrcnn.evaluation.score with
+this metric added as "imat" ({"segm": {"iMat2019": ...}, "bbox": {...}}).
 """
 
 from collections import defaultdict
@@ -26,6 +29,7 @@ from collections import defaultdict
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from mrcnn import evaluation
 from mrcnn.evaluation.coco import build_gt_coco, select_predictions
 
 IMAT_IOU_THRESHOLDS = np.round(np.arange(0.5, 0.951, 0.05), 2)  # [10] 0.50 .. 0.95
@@ -122,3 +126,18 @@ def evaluate_imat(gt, predictions, iou_type="segm", image_ids=None, min_score=0.
         "num_images": len(per_image),
         "per_class": {c: float(np.mean(v)) for c, v in sorted(per_class.items())},
     }
+
+
+def _imat_scores(annotations_path, predictions, iou_type, image_ids, quiet):
+    return {"iMat2019": evaluate_imat(annotations_path, predictions, iou_type=iou_type,
+                                      image_ids=image_ids, quiet=quiet)["score"]}
+
+
+EXTRA_METRICS = {"imat": _imat_scores}
+METRICS = evaluation.METRICS + tuple(EXTRA_METRICS)
+
+
+def score(annotations_path, predictions_path, metric="coco", **kwargs):
+    """mrcnn.evaluation.score with the iMaterialist 2019 metric as "imat" (see there)."""
+    return evaluation.score(annotations_path, predictions_path, metric,
+                            extra_metrics=EXTRA_METRICS, **kwargs)

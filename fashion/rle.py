@@ -18,6 +18,8 @@ Example:
 import numpy as np
 from pycocotools import mask as coco_mask
 
+from mrcnn.data.annotations import coco_rle_to_mask as coco_to_mask  # noqa: F401 (public name)
+
 
 def encode(mask):
     """Kaggle RLE of a mask [H, W] (bool or 0/1) -> "start length ..." (1-indexed starts,
@@ -96,24 +98,6 @@ def to_coco(kaggle_rle, h, w):
     mask = decode(kaggle_rle, h, w)
     rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"size": [int(h), int(w)], "counts": rle["counts"].decode("ascii")}
-
-
-def coco_to_mask(coco_rle):
-    """COCO RLE (compressed str/bytes counts or an uncompressed list) -> [h, w] bool."""
-    if not isinstance(coco_rle, dict) or "size" not in coco_rle or "counts" not in coco_rle:
-        raise ValueError(f"COCO RLE must be a dict with 'size' and 'counts', got "
-                         f"{str(coco_rle)[:80]!r}.")
-    h, w = (int(v) for v in coco_rle["size"])
-    counts = coco_rle["counts"]
-    if isinstance(counts, list):
-        if sum(counts) != h * w:
-            raise ValueError(f"uncompressed COCO RLE counts sum to {sum(counts)} but the "
-                             f"size {h}x{w} has {h * w} pixels.")
-        rle = coco_mask.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-    else:
-        counts = counts.encode("ascii") if isinstance(counts, str) else counts
-        rle = {"size": [h, w], "counts": counts}
-    return coco_mask.decode(rle).astype(bool)                      # [h, w]
 
 
 def from_coco(coco_rle):

@@ -1,4 +1,5 @@
-"""Tests of mrcnn.evaluation: prediction files, COCO AP, iMaterialist 2019, Fashionpedia."""
+"""Tests of mrcnn.evaluation (prediction files, COCO AP, Fashionpedia) and the
+iMaterialist 2019 metric of fashion.imat_metric."""
 
 import contextlib
 import copy
@@ -13,10 +14,10 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from fashion.imat_metric import evaluate_imat, pair_score, score
 from mrcnn.evaluation import (PredictionWriter, detection_to_records, evaluate_coco,
-                              evaluate_fashionpedia, evaluate_imat, read_predictions, score)
+                              evaluate_fashionpedia, read_predictions)
 from mrcnn.evaluation.fashionpedia import macro_f1_matrix
-from mrcnn.evaluation.imat import pair_score
 from mrcnn.evaluation.plots import plot_pr_curves, write_per_class_table
 from mrcnn.evaluation.predictions import encode_mask
 

@@ -1,42 +1,45 @@
-"""Evaluation: prediction files, COCO AP, the iMaterialist 2019 metric, Fashionpedia AP.
+"""Evaluation: prediction files, COCO AP, Fashionpedia AP.
 
-`score(annotations_path, predictions_path, metric)` is what the CLI's `score`
-command calls; the modules hold the details:
+`score(annotations_path, predictions_path, metric)` scores a predictions file; an
+application adds its own metrics (the fashion app: the Kaggle iMaterialist 2019 score,
+fashion/imat_metric.py) through `extra_metrics`. The modules hold the details:
 
 * predictions.py: read/write prediction files, convert `detect()` results
 * coco.py: pycocotools AP (segm and bbox), per-class tables, precision arrays
-* imat.py: the Kaggle iMaterialist (Fashion) 2019 metric
 * fashionpedia.py: Fashionpedia AP with IoU and attribute-F1 thresholds
 * plots.py: precision-recall PNGs and per-class CSV tables
 """
 
 from mrcnn.evaluation.coco import evaluate_coco, summary
 from mrcnn.evaluation.fashionpedia import evaluate_fashionpedia
-from mrcnn.evaluation.imat import evaluate_imat
 from mrcnn.evaluation.predictions import (PredictionWriter, detection_to_records,
                                           read_predictions)
 
-METRICS = ("coco", "fashionpedia", "imat")
+METRICS = ("coco", "fashionpedia")
 
 
 def score(annotations_path, predictions_path, metric="coco", iou_types=("segm", "bbox"),
-          image_ids=None, attribute_index_to_id=None, quiet=True):
+          image_ids=None, attribute_index_to_id=None, quiet=True, extra_metrics=None):
     """Score a predictions file against an annotations file.
 
     Args:
         annotations_path: COCO / Fashionpedia-format ground-truth JSON.
         predictions_path: JSON Lines or JSON-list predictions (see predictions.py).
         metric: "coco" (AP, AP50, AP75, APs, APm, APl), "fashionpedia" (those plus
-            AP_iou_f1, AP_iou, AP_f1) or "imat" (the iMaterialist 2019 score).
+            AP_iou_f1, AP_iou, AP_f1) or a name of `extra_metrics`.
         iou_types: any of "segm", "bbox".
         image_ids: score only these images (default: every annotated image).
         attribute_index_to_id: maps `attribute_probabilities` positions to ids.
+        extra_metrics: {name: fn(annotations_path, predictions, iou_type, image_ids,
+            quiet) -> {metric: value}} of metrics this module does not define.
 
     Returns:
         {"segm": {metric: value}, "bbox": {metric: value}} (JSON-able floats).
     """
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    extra = dict(extra_metrics or {})
+    if metric not in METRICS and metric not in extra:
+        raise ValueError(f"unknown metric {metric!r}; choose one of "
+                         f"{', '.join(METRICS + tuple(extra))}")
     predictions = list(read_predictions(predictions_path, attribute_index_to_id))
     if metric == "coco":
         return summary(evaluate_coco(annotations_path, predictions, iou_types=iou_types,
@@ -45,10 +48,9 @@ def score(annotations_path, predictions_path, metric="coco", iou_types=("segm", 
         result = evaluate_fashionpedia(annotations_path, predictions, iou_types=iou_types,
                                        image_ids=image_ids, quiet=quiet)
         return {t: result[t] for t in iou_types}
-    return {t: {"iMat2019": evaluate_imat(annotations_path, predictions, iou_type=t,
-                                          image_ids=image_ids, quiet=quiet)["score"]}
+    return {t: extra[metric](annotations_path, predictions, t, image_ids, quiet)
             for t in iou_types}
 
 
-__all__ = ["score", "evaluate_coco", "evaluate_fashionpedia", "evaluate_imat",
-           "read_predictions", "PredictionWriter", "detection_to_records", "summary", "METRICS"]
+__all__ = ["score", "evaluate_coco", "evaluate_fashionpedia", "read_predictions",
+           "PredictionWriter", "detection_to_records", "summary", "METRICS"]
