@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn.data.records import BadSample, build_record
-from mrcnn.ops.anchors import pixel_anchors
+from mrcnn.utils import pixel_anchors
 from mrcnn.ops.targets import record_to_inputs
 
 log = logging.getLogger("mrcnn")
@@ -47,24 +47,50 @@ class DatasetSource:
         return self.dataset.image_reference(int(self.image_ids[index]))
 
 
-class SkipCounter:
-    """Counts skipped samples and logs the first few reasons (thread-safe)."""
+class NoUsableSamples(ValueError):
+    """Raised when too many samples in a row could not be used: the input would
+    otherwise wait forever for a batch."""
 
-    def __init__(self, show=5):
+
+class SkipCounter:
+    """Counts skipped samples and logs the first few reasons (thread-safe).
+
+    After `max_consecutive` skips with no usable sample in between, `add` raises
+    NoUsableSamples naming the count and the first reasons, so a dataset whose
+    samples are all unusable (e.g. an image folder that is missing) stops training at
+    once instead of filtering forever.
+    """
+
+    def __init__(self, show=5, max_consecutive=200):
         self.count = 0
+        self.consecutive = 0
         self.reasons = []
         self.show = show
+        self.max_consecutive = max_consecutive
         self._lock = threading.Lock()
 
     def add(self, reason):
         with self._lock:
             self.count += 1
+            self.consecutive += 1
             if len(self.reasons) < self.show:
                 self.reasons.append(reason)
                 log.warning("Skipping a training sample: %s", reason)
             elif len(self.reasons) == self.show:
                 self.reasons.append("...")
                 log.warning("Further skipped samples are counted, not listed.")
+            if self.max_consecutive and self.consecutive >= self.max_consecutive:
+                raise NoUsableSamples(self.summary())
+
+    def used(self):
+        """A usable sample arrived: the run of consecutive skips ends."""
+        self.consecutive = 0
+
+    def summary(self):
+        first = "; ".join(r for r in self.reasons[:3] if r != "...")
+        return (f"No usable training sample after {self.consecutive} skipped in a row "
+                f"({self.count} skipped in all); first reasons: {first}. Fix or remove "
+                "those files (check the image folder and the annotations).")
 
 
 def augment_record(record, augmentation):
@@ -103,6 +129,7 @@ def _python_loader(source, config, augmentation, skips):
                 r = augment_record(r, augmentation)
             if not np.any(r["masks"]):
                 raise BadSample(f"{_describe(source, index)} has no instances")
+            skips.used()
             return (r["image"].astype(np.uint8), r["image_meta"].astype(np.float32),
                     r["masks"].astype(bool), r["class_ids"].astype(np.int32),
                     r["attributes"].astype(np.uint8), True)
