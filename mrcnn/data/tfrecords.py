@@ -19,6 +19,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from mrcnn.data.records import BadSample, build_record
+from mrcnn.fileio import commit
 
 log = logging.getLogger("mrcnn")
 
@@ -94,7 +95,10 @@ def write_tfrecords(dataset_or_source, config, out_prefix, num_shards=1):
         for w in writers:
             w.close()
         for tmp, path in zip(temps, paths):
-            tf.io.gfile.rename(tmp, path, overwrite=True)
+            if "://" in path:  # object stores (gs://) have no os.replace: tf.io.gfile's rename
+                tf.io.gfile.rename(tmp, path, overwrite=True)
+            else:
+                commit(tmp, path)  # local: atomic, umask permissions
     except BaseException:
         for w, tmp in zip(writers, temps):
             w.close()
