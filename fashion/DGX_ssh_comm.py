@@ -82,7 +82,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fashion.remote import jobs, transfer  # noqa: E402
-from fashion.remote.connection import connect  # noqa: E402
+from fashion.remote.connection import configure_logging, connect, log_path  # noqa: E402
 from fashion.remote.settings import (DEFAULT_IMAGE, RemoteError, load_settings,  # noqa: E402
                                      require)
 from fashion.remote.tunnel import Tunnel  # noqa: E402
@@ -91,9 +91,20 @@ COMMANDS = ("sync", "run", "status", "logs", "stop", "fetch", "tunnel")
 LEGACY_FLAGS = ("-s", "--syncsrc", "-d", "--syncdest", "-c", "--command")
 
 
+CONNECTION_VALUE_FLAGS = ("--host", "--port", "--user", "--key", "--known-hosts", "--config",
+                          "--timeout")
+CONNECTION_SWITCHES = ("--accept-new-host-key", "--ask-password", "--verbose")
+
+
 def _connection_flags():
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("connection")
+    """Connection options, accepted before and after the command.
+
+    Every default is SUPPRESS: argparse copies a subparser's defaults over the values the
+    main parser already read, so an option given before the command would otherwise be
+    reset by the subparser. Unset options are simply absent from the namespace.
+    """
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    group = common.add_argument_group("connection (before or after COMMAND)")
     group.add_argument("--host", help="remote host name or address (DGX_HOST)")
     group.add_argument("--port", type=int, help="SSH port, default 22 (DGX_PORT)")
     group.add_argument("--user", help="remote user, default the local user (DGX_USER)")
@@ -101,12 +112,15 @@ def _connection_flags():
     group.add_argument("--known-hosts", dest="known_hosts",
                        help="known_hosts file, default ~/.ssh/known_hosts")
     group.add_argument("--config", help="INI ([dgx] section) or JSON settings file")
-    group.add_argument("--accept-new-host-key", action="store_true", default=None,
+    group.add_argument("--accept-new-host-key", action="store_true",
                        help="record the key of a host not yet in known_hosts")
-    group.add_argument("--ask-password", action="store_true", default=None,
+    group.add_argument("--ask-password", action="store_true",
                        help="prompt for a password (never taken from flags or files)")
-    group.add_argument("--timeout", type=float, default=None,
+    group.add_argument("--timeout", type=float,
                        help="connect timeout in seconds, default 10")
+    group.add_argument("--verbose", action="store_true",
+                       help=f"also print SSH library messages to stderr (always logged "
+                            f"to {log_path()})")
     return common
 
 
@@ -123,11 +137,12 @@ def _docker_flags(parser):
 def build_parser():
     common = _connection_flags()
     parser = argparse.ArgumentParser(
-        prog="DGX_ssh_comm.py", description="Sync, run, watch and fetch on a GPU host "
-        "over SSH. See the module docstring for examples.",
-        epilog="Short form (the original tool): DGX_ssh_comm.py -s SRC -d DEST -c CMD "
-        "syncs SRC to DEST, then starts the shell command CMD there. "
-        "'COMMAND --help' lists each command's flags.")
+        parents=[common], description="Sync, run, watch and fetch on a GPU host over "
+        "SSH. Connection options may come before or after COMMAND. See the docstring of "
+        "fashion/DGX_ssh_comm.py for examples.",
+        epilog="Short form (the original tool): -s SRC -d DEST -c CMD syncs SRC to DEST, "
+        "then starts the shell command CMD there. 'COMMAND --help' lists each command's "
+        "flags.")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     p = sub.add_parser("sync", parents=[common], help="send changed files")
     p.add_argument("--src", required=True, help="local source directory")
@@ -162,7 +177,7 @@ def build_parser():
 
 def build_legacy_parser():
     parser = argparse.ArgumentParser(
-        prog="DGX_ssh_comm.py", parents=[_connection_flags()],
+        parents=[_connection_flags()],
         description="Short form: sync SRC to DEST, then run CMD (a shell command) there.")
     parser.add_argument("-s", "--syncsrc", help="local source directory")
     parser.add_argument("-d", "--syncdest", help="remote directory (DGX_DEST)")
@@ -240,10 +255,10 @@ def dispatch(args, command):
 def _tunnel(client, args):
     tunnel = Tunnel(client.get_transport(), args.local_port, args.remote_port,
                     args.remote_host).start()
-    print(f"forwarding 127.0.0.1:{tunnel.local_port} -> {args.remote_host}:"
-          f"{args.remote_port} on the host; Ctrl-C to stop", flush=True)
     deadline = None if args.seconds is None else time.monotonic() + args.seconds
     try:
+        print(f"forwarding 127.0.0.1:{tunnel.local_port} -> {args.remote_host}:"
+              f"{args.remote_port} on the host; Ctrl-C to stop", flush=True)
         while deadline is None or time.monotonic() < deadline:
             if not client.get_transport().is_active():
                 raise RemoteError("the SSH connection closed; rerun tunnel.")
@@ -256,20 +271,46 @@ def _tunnel(client, args):
         print(f"warning: {error}", file=sys.stderr)
 
 
+def command_index(argv):
+    """Index of the command word in argv, skipping leading connection options; or None.
+
+    ``--host dgx --user me sync ...`` gives 4. Scanning stops at the first token that is
+    neither a connection option nor its value, so the short form (``-s ...``) gives None.
+    """
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word in CONNECTION_VALUE_FLAGS:
+            i += 2
+        elif word in CONNECTION_SWITCHES or word.split("=", 1)[0] in CONNECTION_VALUE_FLAGS:
+            i += 1
+        else:
+            return i if word in COMMANDS else None
+    return None
+
+
+def _parse_legacy(argv):
+    args = build_legacy_parser().parse_args(argv)
+    if not (args.syncsrc or args.command):
+        raise RemoteError("the short form needs -s SRC and/or -c CMD (with -d DEST); "
+                          "see --help.")
+    args.cmd = "legacy"
+    return args, None
+
+
 def parse(argv):
-    """Parse argv (subcommand form or the seed's -s/-d/-c form); returns (args, command)."""
+    """Parse argv (subcommand form or the original -s/-d/-c form); returns (args, command).
+
+    ``command`` is the remote command of ``run``: every word after the first ``--``
+    following the command word, passed on untouched (it may contain ``--host`` etc.).
+    """
     argv = list(argv)
-    if not any(a in COMMANDS for a in argv[:1]) and any(
-            a.split("=")[0] in LEGACY_FLAGS for a in argv):
-        args = build_legacy_parser().parse_args(argv)
-        if not (args.syncsrc or args.command):
-            raise RemoteError("the short form needs -s SRC and/or -c CMD (with -d DEST); "
-                              "see --help.")
-        args.cmd = "legacy"
-        return args, None
+    index = command_index(argv)
+    if index is None and any(a.split("=")[0] in LEGACY_FLAGS for a in argv):
+        return _parse_legacy(argv)
     command = []
-    if argv[:1] == ["run"] and "--" in argv:
-        cut = argv.index("--")
+    if index is not None and argv[index] == "run" and "--" in argv[index:]:
+        cut = argv.index("--", index)
         argv, command = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
     if args.cmd == "run" and not command:
@@ -279,11 +320,15 @@ def parse(argv):
 
 
 def main(argv=None):
-    """CLI entry point; returns the exit code (0 ok, 2 for a clear error)."""
-    argv = sys.argv[1:] if argv is None else argv
+    """CLI entry point (also the ``dgx-ssh`` console script); returns the exit code:
+    0 ok, 2 for a clear one-sentence error (or a usage error), 130 when interrupted."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     try:
         args, command = parse(argv)
+        configure_logging(getattr(args, "verbose", False))
         return dispatch(args, command)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 2
     except RemoteError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ import time
 
 from fashion.remote.connection import execute, remote_path, sh
 from fashion.remote.settings import RemoteError
+from fashion.remote.transfer import makedirs, remote_commit, remote_commit_shell
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 STOPPED_CODES = {143: "TERM", 137: "KILL"}
@@ -69,25 +70,26 @@ def wrapper_script(dest, run_id, argv, docker_image=None, docker_args=()):
     return "\n".join([
         "#!/bin/sh",
         f"cd {sh(dest)} || exit 1",
-        f"echo $$ > {base}.pid.part && mv {base}.pid.part {base}.pid",
+        f"echo $$ > {base}.pid.part && "
+        + remote_commit_shell(f"{base}.pid.part", f"{base}.pid"),
         f"{command_line(argv, run_id, docker_image, docker_args)} >> {base}.log 2>&1 "
         "< /dev/null",
         "rc=$?",
         f'[ "$rc" -eq 127 ] && printf "%s\\n" {sh(missing)} >> {base}.log',
-        f'echo "$rc" > {base}.exit.part && mv {base}.exit.part {base}.exit',
+        f'echo "$rc" > {base}.exit.part && '
+        + remote_commit_shell(f"{base}.exit.part", f"{base}.exit"),
         ""])
 
 
 def _write_remote(sftp, path, text):
     with sftp.open(path + ".part", "w") as handle:
         handle.write(text)
-    sftp.posix_rename(path + ".part", path)
+    remote_commit(sftp, path + ".part", path)
 
 
 def start_run(client, dest, argv, docker_image=None, run_id=None, wait=10.0,
               docker_args=()):
     """Start ``argv`` detached in ``dest``; return the run id once its pid is recorded."""
-    from fashion.remote.transfer import makedirs
     dest = remote_path(dest)
     run_id = check_run_id(run_id or new_run_id())
     base = posixpath.join(dest, "logs", run_id)
@@ -176,6 +178,7 @@ def stop_run(client, dest, run_id, grace=10.0):
     """TERM the run's process group (and docker container), KILL after ``grace`` s."""
     dest = remote_path(dest)
     base = f"{dest}/logs/{check_run_id(run_id)}"
+    commit_exit = remote_commit_shell('"$b.exit.part"', '"$b.exit"')
     script = ALIVE_FN + f"""b={sh(base)}; grace={int(grace * 10)}
 [ -f "$b.pid" ] || {{ echo unknown; exit 0; }}
 p=$(cat "$b.pid")
@@ -185,7 +188,7 @@ kill -TERM "-$p" 2>/dev/null
 i=0; while alive "$p" && [ $i -lt $grace ]; do sleep 0.1; i=$((i+1)); done
 sig=TERM; code=143
 if alive "$p"; then kill -KILL "-$p" 2>/dev/null; sig=KILL; code=137; fi
-[ -f "$b.exit" ] || {{ echo "$code" > "$b.exit.part" && mv "$b.exit.part" "$b.exit"; }}
+[ -f "$b.exit" ] || {{ echo "$code" > "$b.exit.part" && {commit_exit}; }}
 printf '[dgx] stopped with SIG%s\\n' "$sig" >> "$b.log"
 echo "$sig"
 """

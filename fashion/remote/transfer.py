@@ -16,8 +16,10 @@ from tqdm import tqdm
 from fashion.remote.connection import io_error, remote_path
 from fashion.remote.ignore import IgnoreRules
 from fashion.remote.settings import RemoteError
+from mrcnn import fileio
 
 CHUNK = 1 << 20
+PART = fileio.PART_SUFFIX
 TRANSFER_ERRORS = (OSError, EOFError, paramiko.SSHException)
 
 
@@ -99,21 +101,42 @@ def makedirs(sftp, path):
             sftp.mkdir(current)
 
 
+# Remote writes. Local files go through mrcnn.fileio; files on the host live on another
+# machine's file system, reached over SFTP or a remote shell, so the host side has its
+# own two helpers below. Every remote writer (sync uploads, the run files written by
+# jobs, the wrapper script's pid and exit files, stop) finishes through one of them.
+
+def remote_commit(sftp, part, final):
+    """Rename the finished remote file ``part`` onto ``final`` (atomic on the host).
+
+    Uses the posix-rename extension (replaces ``final`` in one step); servers without it
+    get remove-then-rename, which can leave no file under ``final`` if the link drops in
+    between, never a truncated one.
+    """
+    try:
+        sftp.posix_rename(part, final)
+    except OSError:
+        try:
+            sftp.remove(final)
+        except FileNotFoundError:
+            pass
+        sftp.rename(part, final)
+
+
+def remote_commit_shell(part, final):
+    """The remote ``sh`` command that renames ``part`` onto ``final`` (both already
+    shell words: quoted with ``connection.sh`` or a double-quoted ``"$var.part"``)."""
+    return f"mv -f {part} {final}"
+
+
 def _upload(client, sftp, full, rpath, st, bar):
     """Upload to ``rpath.part``, set mode and mtime, then rename onto ``rpath``."""
-    part = rpath + ".part"
+    part = rpath + PART
     try:
         sftp.put(full, part, callback=_bar_callback(bar), confirm=True)
         sftp.chmod(part, stat.S_IMODE(st.st_mode))
         sftp.utime(part, (st.st_atime, st.st_mtime))
-        try:
-            sftp.posix_rename(part, rpath)
-        except OSError:  # servers without posix-rename: remove then rename
-            try:
-                sftp.remove(rpath)
-            except FileNotFoundError:
-                pass
-            sftp.rename(part, rpath)
+        remote_commit(sftp, part, rpath)
     except TRANSFER_ERRORS as exc:
         raise io_error(exc, f"{rpath} on the host", client, posixpath.dirname(rpath) or ".",
                        st.st_size) from None
@@ -184,35 +207,57 @@ def _remote_files(sftp, rpath, rel=""):
                 yield child, child_rel, attr
         elif stat.S_ISDIR(attr.st_mode):
             yield from _remote_files(sftp, child, child_rel)
-        elif stat.S_ISREG(attr.st_mode) and not attr.filename.endswith(".part"):
+        elif stat.S_ISREG(attr.st_mode) and not attr.filename.endswith(PART):
             yield child, child_rel, attr
+
+
+def _local(path, function, *args):
+    """Call a local file operation; an OSError (disk full, permission, ...) becomes one
+    RemoteError sentence naming ``path``."""
+    try:
+        return function(*args)
+    except OSError as exc:
+        raise RemoteError(fileio.describe_os_error(exc, path)) from None
+
+
+def _finish_part(local):
+    local.flush()
+    os.fsync(local.fileno())
 
 
 def _download(sftp, rpath, final, attr, bar, report):
     """Download ``rpath`` into ``final`` via ``final.part`` (resumed from its size)."""
-    part = final + ".part"
+    part = final + PART
     offset = os.path.getsize(part) if os.path.exists(part) else 0
     if offset > attr.st_size:
         offset = 0
     if offset:
         report.resumed += 1
     bar.update(offset)
-    with sftp.open(rpath, "rb") as remote, open(part, "ab" if offset else "wb") as local:
+    with sftp.open(rpath, "rb") as remote:
         remote.seek(offset)
         remote.prefetch(attr.st_size)
-        while True:
-            data = remote.read(CHUNK)
-            if not data:
-                break
-            local.write(data)
-            bar.update(len(data))
+        local = _local(part, open, part, "ab" if offset else "wb")
+        try:
+            while True:
+                data = remote.read(CHUNK)
+                if not data:
+                    break
+                _local(part, local.write, data)
+                bar.update(len(data))
+            _local(part, _finish_part, local)
+        finally:
+            try:
+                local.close()
+            except OSError:  # a write already failed; that error is the one reported
+                pass
     size = os.path.getsize(part)
     if size != attr.st_size:
         raise RemoteError(f"{final}.part has {size} bytes but {rpath} has "
                           f"{attr.st_size}; the remote file changed or the link broke, "
                           f"rerun fetch to resume.")
-    os.utime(part, (attr.st_atime, attr.st_mtime))
-    os.replace(part, final)
+    _local(part, os.utime, part, (attr.st_atime, attr.st_mtime))
+    _local(final, fileio.commit, part, final)
     return offset
 
 
@@ -249,7 +294,8 @@ def fetch(client, remote, local_dir, out=print):
               disable=None, file=sys.stderr, desc="fetch") as bar:
         for rpath, rel, final, attr in todo:
             try:
-                os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
+                folder = os.path.dirname(final) or "."
+                _local(folder, lambda: os.makedirs(folder, exist_ok=True))
                 offset = _download(sftp, rpath, final, attr, bar, report)
             except RemoteError:
                 raise
