@@ -16,7 +16,6 @@ Example:
 import argparse
 import json
 import logging
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 from fashion import rle  # noqa: E402
 from fashion.labels import label_file, load_labels  # noqa: E402
+from mrcnn.fileio import atomic_path, write_json  # noqa: E402
 
 log = logging.getLogger("fashion")
 
@@ -237,20 +237,19 @@ def generate_demo(out_dir, num_images=300, size=256, seed=0):
     for i in range(num_images):
         image, instances = make_image(i, size, seed, ids)
         name = f"demo_{i:05d}.jpg"
-        Image.fromarray(image).save(image_dir / name, quality=92)
+        with atomic_path(image_dir / name) as tmp:
+            Image.fromarray(image).save(tmp, format="JPEG", quality=92)
         for mask, category, attrs in instances:
             class_id = "_".join(str(v) for v in (category,) + tuple(sorted(attrs)))
             rows.append((name, rle.encode(mask), image.shape[0], image.shape[1], class_id))
     df = pd.DataFrame(rows, columns=["ImageId", "EncodedPixels", "Height", "Width",
                                      "ClassId"])
-    tmp = out_dir / "train.csv.partial"
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, out_dir / "train.csv")
-    shutil.copyfile(label_file("imat2019"), out_dir / "label_descriptions.json")
+    with atomic_path(out_dir / "train.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    with atomic_path(out_dir / "label_descriptions.json") as tmp:
+        shutil.copyfile(label_file("imat2019"), tmp)
     wanted.update(num_instances=len(rows), label_ids=ids)
-    tmp = out_dir / "manifest.json.partial"
-    tmp.write_text(json.dumps(wanted, indent=2, default=int))
-    os.replace(tmp, manifest_path)
+    write_json(manifest_path, wanted)  # last: its presence marks a complete set
     return out_dir
 
 

@@ -26,11 +26,15 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from fashion.cli_args import common_parser  # noqa: E402
 from fashion.commands import (demo, detect, evaluate, score, submit,  # noqa: E402
                               tfrecords, train)
-from fashion.commands.common import CLIError  # noqa: E402
+from fashion.errors import CheckFailed, CLIError  # noqa: E402
 
 log = logging.getLogger("fashion")
+
+# The command modules, in --help order; each has add_parser(subparsers, parents).
+COMMANDS = [train, evaluate, detect, submit, score, tfrecords, demo]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,27 +45,24 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--logs", default="logs", metavar="DIR",
-                        help="run directories and checkpoints (default logs/)")
-    common.add_argument("--quiet", action="store_true", help="less logging")
     parser = _Parser(prog="fashion.py", description=__doc__.split("\n\n")[0],
                      epilog="Run 'fashion.py COMMAND --help' for a command's flags and "
                      "examples.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (train, evaluate, detect, submit, tfrecords, demo):
+    common = common_parser()
+    for module in COMMANDS:
         module.add_parser(sub, [common])
-    score.add_parsers(sub, [common])
+    parser.command_names = list(sub.choices)
     return parser
 
 
 def run_command(argv):
     """Parses argv and runs the command; returns its result dict (raises on errors)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if not getattr(args, "command", None):
-        raise CLIError("fashion.py: no command given; use one of train, evaluate, "
-                       "detect, submit, score, check, tfrecords, demo (see fashion.py "
-                       "--help).")
+        raise CLIError(f"fashion.py: no command given; use one of "
+                       f"{', '.join(parser.command_names)} (see fashion.py --help).")
     return args.func(args)
 
 
@@ -80,7 +81,6 @@ def _one_line(error):
 
 def main(argv=None):
     """The command line: returns the exit code (0 ok, 1 failed check, 2 bad input)."""
-    from fashion.commands.score import CheckFailed
     argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(argv)
     try:

@@ -76,7 +76,7 @@ def records(tmp_path_factory):
 
 
 def test_tfrecords_command_writes_shards_that_read_back_as_the_records(records):
-    from fashion.commands.common import load_dataset
+    from fashion.data_sources import load_dataset
     from fashion.config import make_config
     from mrcnn.data.records import build_record
     from mrcnn.data.tfrecords import read_tfrecords
@@ -183,7 +183,8 @@ def test_tpu_with_tfrecords_but_no_tpu_names_the_missing_flag(records, monkeypat
 
 
 def test_mixed_precision_defaults_to_bfloat16_on_tpus_only():
-    from fashion.commands.train import build_config, precision_policy
+    from fashion.cli_args import build_config
+    from fashion.commands.train import precision_policy
     assert precision_policy(None, tpu=True) == "mixed_bfloat16"
     assert precision_policy(None, tpu=False) is None
     assert precision_policy("mixed_float16", tpu=True) == "mixed_float16"

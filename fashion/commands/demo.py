@@ -2,12 +2,15 @@
 
 generate data/demo -> train from scratch for a time budget -> evaluate on the held-out
 split -> detect on a few held-out images with overlays -> print every number.
+Paths default to data/demo, logs/ and results/demo under the current directory.
 """
 import argparse
 import os
+import shutil
 import time
 
-from fashion.commands.common import DEMO_DIR
+from fashion.cli_args import DEMO_DIR, command_args
+from fashion.commands import detect, evaluate, train
 
 EXAMPLES = """examples:
   python fashion/fashion.py demo                      # about 15 minutes on a 2-core CPU
@@ -26,7 +29,7 @@ def add_parser(subparsers, parents):
     p.add_argument("--minutes", type=float, default=10.0,
                    help="training time budget in minutes (default 10)")
     p.add_argument("--demo-images", type=int, default=300)
-    p.add_argument("--demo-dir", default=str(DEMO_DIR))
+    p.add_argument("--demo-dir", default=DEMO_DIR)
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--steps-per-epoch", type=int, default=50)
@@ -39,46 +42,55 @@ def add_parser(subparsers, parents):
     return p
 
 
+def _steps(args):
+    """The train, evaluate and detect arguments of the demo (the same as the command
+    lines `fashion.py train|evaluate|detect --dataset demo ...` would give)."""
+    common = {"logs": args.logs, "quiet": args.quiet}
+    data = {"dataset": "demo", "demo_dir": args.demo_dir, "demo_images": args.demo_images,
+            "image_size": args.image_size}
+    train_args = command_args(
+        train, **common, **data, weights="none", backbone=args.backbone,
+        schedule="all:1000", steps_per_epoch=args.steps_per_epoch,
+        images_per_gpu=args.images_per_gpu, time_budget=args.minutes,
+        set=list(DEMO_SETTINGS))
+    evaluate_args = command_args(evaluate, **common, **data, out=args.out)
+    detect_args = command_args(detect, **common, overlays=os.path.join(args.out, "overlays"),
+                               out=os.path.join(args.out, "detections.jsonl"))
+    return train_args, evaluate_args, detect_args
+
+
 def run(args):
-    from fashion.fashion import run_command
     t0 = time.time()
-    common = ["--logs", args.logs] + (["--quiet"] if args.quiet else [])
-    data = ["--dataset", "demo", "--demo-dir", args.demo_dir, "--demo-images",
-            str(args.demo_images), "--image-size", str(args.image_size)]
-    train = run_command(["train"] + common + data + [
-        "--weights", "none", "--backbone", args.backbone, "--schedule", "all:1000",
-        "--steps-per-epoch", str(args.steps_per_epoch),
-        "--images-per-gpu", str(args.images_per_gpu),
-        "--time-budget", str(args.minutes)] + sum((["--set", s] for s in DEMO_SETTINGS), []))
-    ev = run_command(["evaluate"] + common + data + [
-        "--weights", train["checkpoint"], "--out", args.out])
-    overlay_dir = os.path.join(args.out, "overlays")
-    names = _held_out_images(ev["ground_truth"], args.demo_dir, args.overlays)
-    det = run_command(["detect"] + common + [
-        "--weights", train["checkpoint"], "--images", names,
-        "--out", os.path.join(args.out, "detections.jsonl"), "--overlays", overlay_dir])
+    train_args, evaluate_args, detect_args = _steps(args)
+    trained = train.run(train_args)
+    evaluate_args.weights = detect_args.weights = trained["checkpoint"]
+    ev = evaluate.run(evaluate_args)
+    detect_args.images = _held_out_images(ev["ground_truth"], args.demo_dir, args.overlays)
+    det = detect.run(detect_args)
     m = ev["metrics"]
     print("\n===== demo summary =====")
-    print(f"training:   {train['steps']} steps to epoch {train['epoch']}, "
-          f"{train['images_per_second']:.2f} images/s; checkpoint {train['checkpoint']}")
+    print(f"training:   {trained['steps']} steps to epoch {trained['epoch']}, "
+          f"{trained['images_per_second']:.2f} images/s; checkpoint {trained['checkpoint']}")
     print(f"evaluation: segm AP {m['segm']['AP']:.4f}  AP50 {m['segm']['AP50']:.4f}  "
           f"AP75 {m['segm']['AP75']:.4f} | bbox AP {m['bbox']['AP']:.4f}  "
           f"AP50 {m['bbox']['AP50']:.4f} | iMat2019 {m['segm']['iMat2019']:.4f}"
           + (f" | AP_iou_f1 {m['segm']['AP_iou_f1']:.4f}" if "AP_iou_f1" in m["segm"] else ""))
     print(f"detections: {det['detections']} on {det['images']} held-out images; "
-          f"overlays in {overlay_dir}")
+          f"overlays in {detect_args.overlays}")
     print(f"total time: {(time.time() - t0) / 60:.1f} min")
-    return {"train": train, "evaluate": ev, "detect": det}
+    return {"train": trained, "evaluate": ev, "detect": det}
 
 
 def _held_out_images(gt_path, demo_dir, count):
-    """A glob-free image spec: a directory holding links to the first held-out images."""
+    """A glob-free image spec: a directory holding copies of the first held-out images."""
     import json
-    import shutil
+
+    from mrcnn.fileio import atomic_path
     with open(gt_path, encoding="utf-8") as f:
         files = [i["file_name"] for i in json.load(f)["images"]][:count]
     out = os.path.join(os.path.dirname(gt_path), "held_out_images")
     os.makedirs(out, exist_ok=True)
     for name in files:
-        shutil.copyfile(os.path.join(demo_dir, "train", name), os.path.join(out, name))
+        with atomic_path(os.path.join(out, name)) as tmp:
+            shutil.copyfile(os.path.join(demo_dir, "train", name), tmp)
     return out

@@ -9,9 +9,12 @@ import json
 import logging
 import os
 
-from fashion.commands.common import (CLIError, dataset_from_args, gt_coco, inference_model,
-                                     progress, write_json)
-from fashion.commands.detect import add_model_args, detect_one, to_records
+from fashion.cli_args import add_data_args, add_model_args
+from fashion.data_sources import dataset_from_args, progress
+from fashion.detections import detect_one, to_records
+from fashion.errors import CLIError
+from fashion.groundtruth import gt_coco
+from fashion.runs import inference_model
 
 log = logging.getLogger("fashion")
 
@@ -23,7 +26,6 @@ EXAMPLES = """examples:
 
 
 def add_parser(subparsers, parents):
-    from fashion.commands.train import add_data_args
     p = subparsers.add_parser(
         "evaluate", parents=parents, help="AP on the val split (COCO, iMat 2019, "
         "Fashionpedia)", epilog=EXAMPLES,
@@ -73,7 +75,8 @@ def _detect_split(model, dataset, meta, tta, pred_path):
 
 
 def _metrics(gt, predictions, with_attributes, imat_min_score):
-    from mrcnn.evaluation import evaluate_coco, evaluate_fashionpedia, evaluate_imat
+    from fashion.imat_metric import evaluate_imat
+    from mrcnn.evaluation import evaluate_coco, evaluate_fashionpedia
     coco = evaluate_coco(gt, predictions, iou_types=("segm", "bbox"), per_class=True)
     metrics = {"segm": dict(coco["segm"]), "bbox": dict(coco["bbox"])}
     for t in ("segm", "bbox"):
@@ -111,6 +114,7 @@ def _print_report(metrics, coco, out_dir):
 
 
 def run(args):
+    from mrcnn.fileio import write_json
     model, meta, weights = inference_model(args)
     _data_args(args, meta)
     if args.dataset == "demo" and not args.image_size:

@@ -6,7 +6,9 @@ import os
 
 import numpy as np
 
-from fashion.commands.common import CLIError, inference_model
+from fashion.cli_args import add_model_args
+from fashion.errors import CheckFailed, CLIError
+from fashion.runs import inference_model
 
 SCORE_EXAMPLES = """examples:
   python fashion/fashion.py score --annotations results/ground_truth_val.json \\
@@ -23,7 +25,8 @@ CHECK_EXAMPLES = """examples:
 """
 
 
-def add_parsers(subparsers, parents):
+def add_parser(subparsers, parents):
+    """Adds both commands of this module: score and check."""
     p = subparsers.add_parser(
         "score", parents=parents, help="score predictions against COCO-format annotations",
         description="COCO AP (coco), Fashionpedia AP with IoU+F1 (fashionpedia) or the "
@@ -36,7 +39,6 @@ def add_parsers(subparsers, parents):
                    help="print one JSON object {\"segm\": {...}, \"bbox\": {...}} last")
     p.set_defaults(func=run_score)
 
-    from fashion.commands.detect import add_model_args
     c = subparsers.add_parser(
         "check", parents=parents, help="regression check of predicted masks",
         description="Detects on one image; every expected mask (DIR/*.npy, bool [H, W]) "
@@ -53,7 +55,7 @@ def add_parsers(subparsers, parents):
 
 
 def run_score(args):
-    from mrcnn.evaluation import score
+    from fashion.imat_metric import score
     result = score(args.annotations, args.predictions, metric=args.metric)
     keys = list(result["segm"])
     print("metric".ljust(8) + "".join(k.rjust(11) for k in keys))
@@ -87,8 +89,7 @@ def _expected_masks(directory):
 
 def run_check(args):
     from mrcnn.data.dataset import read_image
-
-    from fashion.commands.common import atomic_write_bytes
+    from mrcnn.fileio import atomic_write_bytes
     image = read_image(args.image)                                  # [H, W, 3]
     model, _, _ = inference_model(args)
     masks = model.detect([image])[0]["masks"]                       # [H, W, N]
@@ -117,10 +118,6 @@ def run_check(args):
         raise CheckFailed(f"{failures} expected mask(s) had no predicted mask with IoU > "
                           f"{args.iou}.")
     return {"failures": 0}
-
-
-class CheckFailed(Exception):
-    """The regression check found a mismatch (exit code 1)."""
 
 
 def _npy_bytes(array):

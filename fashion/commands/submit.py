@@ -16,8 +16,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-from fashion.commands.common import CLIError, atomic_write_text, find_images, progress
-from fashion.commands.detect import sidecar_path
+from fashion.data_sources import find_images, progress
+from fashion.detections import sidecar_path
+from fashion.errors import CLIError
 
 EMPTY_PIXELS, EMPTY_CLASS = "1 1", 23
 COLUMNS = {"imat2019": ["ImageId", "EncodedPixels", "ClassId"],
@@ -96,6 +97,7 @@ def image_rows(preds, image_id, fmt):
 
 def run(args):
     from mrcnn.evaluation.predictions import read_predictions
+    from mrcnn.fileio import atomic_write_text
     by_image = OrderedDict()
     for pred in read_predictions(args.predictions):
         if "segmentation" not in pred:

@@ -6,20 +6,16 @@ masks (lossless PNG), class ids, attributes and image meta. Beside the shards a
 written with, so `train --tfrecords` needs no --dataset and can check that the shapes fit.
 """
 import argparse
-import json
 import logging
 import os
-import re
 
-from fashion.commands.common import (CLIError, _plain, atomic_write_text, dataset_from_args,
-                                     dataset_meta, h5_source)
+from fashion.cli_args import add_data_args, build_config
+from fashion.data_sources import dataset_from_args, dataset_meta, h5_source
+from fashion.errors import CLIError
+from fashion.records import write_records_meta
 
 log = logging.getLogger("fashion")
 
-META_SUFFIX = ".meta.json"
-META_KEYS = ("dataset", "format", "class_names", "category_ids", "attribute_index_to_id",
-             "attribute_names")
-_SHARD_RE = re.compile(r"^(.*)-\d{5}-of-(\d{5})\.tfrecord$")
 EXAMPLES = """examples:
   # the demo set at 128 px in 2 shards
   python fashion/fashion.py tfrecords --dataset demo --subset train --out records/train \\
@@ -34,7 +30,6 @@ EXAMPLES = """examples:
 
 
 def add_parser(subparsers, parents):
-    from fashion.commands.train import add_data_args
     p = subparsers.add_parser(
         "tfrecords", parents=parents, help="write a split as sharded TFRecords (TPU, "
         "multi-worker)", epilog=EXAMPLES,
@@ -62,8 +57,7 @@ def add_parser(subparsers, parents):
 
 
 def run(args):
-    from fashion.commands.train import build_config
-    from fashion.config import config_values
+    from mrcnn.config_values import config_values
     from mrcnn.data.tfrecords import write_tfrecords
     if args.num_shards < 1:
         raise CLIError(f"--num-shards {args.num_shards} must be at least 1.")
@@ -103,100 +97,3 @@ def _warn_other_shards(prefix, num_shards):
         log.warning("%d older shard(s) with another shard count share the prefix %s (e.g. "
                     "%s); use the printed pattern, which leaves them out, or delete them.",
                     len(others), prefix, others[0])
-
-
-# ---------------------------------------------------------------------- meta files
-def meta_path_of(prefix):
-    return f"{prefix}{META_SUFFIX}"
-
-
-def write_records_meta(prefix, meta):
-    """<prefix>.meta.json, atomically (local) or through tf.io.gfile (gs://)."""
-    path = meta_path_of(prefix)
-    text = json.dumps(meta, indent=2, default=_plain) + "\n"
-    if "://" not in path:
-        return atomic_write_text(path, text)
-    import tensorflow as tf
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-    return path
-
-
-def records_files(pattern, flag="--tfrecords"):
-    """A shard pattern -> its sorted files; CLIError when nothing (or a non-shard) matches."""
-    from mrcnn.data.tfrecords import expand_files
-    try:
-        files = expand_files(pattern)
-    except FileNotFoundError:
-        raise CLIError(f"{flag} {pattern} matches no file; write the shards with "
-                       "`fashion.py tfrecords --out PREFIX` and pass 'PREFIX-*.tfrecord'.")
-    odd = [f for f in files if not f.endswith(".tfrecord")]
-    if odd:
-        raise CLIError(f"{flag} {pattern} also matches {odd[0]}, which is not a TFRecord "
-                       "shard; narrow the pattern to 'PREFIX-*.tfrecord'.")
-    return files
-
-
-def read_records_meta(files):
-    """The <prefix>.meta.json beside the shards (from their names), or None."""
-    import tensorflow as tf
-    m = _SHARD_RE.match(str(files[0]))
-    if not m:
-        return None
-    path = meta_path_of(m.group(1))
-    if not tf.io.gfile.exists(path):
-        return None
-    try:
-        with tf.io.gfile.GFile(path, "r") as f:
-            return json.loads(f.read())
-    except ValueError as e:
-        raise CLIError(f"{path} is not valid JSON ({e}); rewrite the records with "
-                       "`fashion.py tfrecords` or delete it and pass --dataset.") from None
-
-
-def peek_record(files):
-    """Shape facts of the first record in files, or None when they hold no record:
-    {"height", "width", "num_classes", "num_attributes" (None without instances)}."""
-    import tensorflow as tf
-    try:
-        for raw in tf.data.TFRecordDataset(files).take(1):
-            feature = tf.train.Example.FromString(raw.numpy()).features.feature
-            image = tf.io.decode_png(feature["image"].bytes_list.value[0], channels=3)
-            n = int(feature["num_instances"].int64_list.value[0])
-            attr_bytes = len(feature["attributes"].bytes_list.value[0])
-            return {"height": int(image.shape[0]), "width": int(image.shape[1]),
-                    "num_classes": len(feature["image_meta"].float_list.value) - 12,
-                    "num_attributes": attr_bytes // n if n else None}
-    except (tf.errors.OpError, ValueError, IndexError) as e:
-        text = str(getattr(e, "message", "") or e)
-        text = text.split("}} ")[-1].split(" [Op:")[0].splitlines()[0][:160] if text \
-            else type(e).__name__
-        raise CLIError(f"The first record of {files[0]} cannot be read ({text}); "
-                       "rewrite the shards with `fashion.py tfrecords`.") from None
-    return None
-
-
-def check_records(files, config, flag="--tfrecords"):
-    """CLIError unless the first record fits the model's image shape, classes and
-    attributes (so a mismatch stops the run before it starts)."""
-    first = peek_record(files)
-    if first is None:
-        raise CLIError(f"{flag} files ({files[0]} ...) hold no records; rewrite them with "
-                       "`fashion.py tfrecords`.")
-    h, w = int(config.IMAGE_SHAPE[0]), int(config.IMAGE_SHAPE[1])
-    fixed = config.IMAGE_RESIZE_MODE in ("square", "crop")
-    shape_ok = (first["height"], first["width"]) == (h, w) if fixed else \
-        first["height"] <= h and first["width"] <= w
-    attrs_ok = first["num_attributes"] in (None, config.NUM_ATTRIBUTES)
-    if shape_ok and attrs_ok and first["num_classes"] == config.NUM_CLASSES:
-        return first
-    have = (f"{first['height']}x{first['width']} images with {first['num_classes']} "
-            "classes" + ("" if first["num_attributes"] is None else
-                         f" and {first['num_attributes']} attributes"))
-    raise CLIError(f"{files[0]} holds {have}, but the model is set up for {h}x{w} with "
-                   f"{config.NUM_CLASSES} classes and {config.NUM_ATTRIBUTES} attributes; "
-                   f"pass --image-size {max(first['height'], first['width'])} (and the "
-                   "--set values the records were written with) or rewrite them with "
-                   "`fashion.py tfrecords`.")

@@ -4,15 +4,17 @@ import logging
 import os
 import time
 
-from fashion.commands.common import (CLASS_SIZED_LAYERS, FORMATS, CLIError, dataset_from_args,
-                                     dataset_meta, find_last_checkpoint, h5_source,
-                                     load_checkpoint, parse_sets, read_run_file,
-                                     write_run_file)
+from fashion.cli_args import add_data_args, build_config
+from fashion.data_sources import dataset_from_args, dataset_meta, h5_source
+from fashion.errors import CLIError
+from fashion.records import META_KEYS, check_records, peek_record, read_records_meta, \
+    records_files
+from fashion.runs import (CLASS_SIZED_LAYERS, find_last_checkpoint, load_checkpoint,
+                          read_run_file, write_run_file)
 
 log = logging.getLogger("fashion")
 
 WEIGHTS_CHOICES = "coco|imagenet|last|none|PATH"
-STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
 EXAMPLES = """examples:
   # the synthetic demo set, from scratch, 10 minutes on a CPU
   python fashion/fashion.py train --dataset demo --weights none --backbone resnet18 \\
@@ -67,16 +69,20 @@ def add_parser(subparsers, parents):
     p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
                    help="stop cleanly after this many minutes (final checkpoint kept)")
     p.add_argument("--mixed-precision", nargs="?", const="mixed_float16", default=None,
-                   choices=["mixed_float16", "mixed_bfloat16", "float32"],
-                   help="mixed_float16 (the value when the flag is bare; GPUs), "
-                   "mixed_bfloat16 (the default with --strategy tpu) or float32 (off)")
+                   choices=["auto", "mixed_float16", "mixed_bfloat16", "float32"],
+                   help="auto (the default: bfloat16 on CPUs with avx512_bf16/AMX and "
+                   "GPUs of compute capability >= 8, float16 on 7.x GPUs, else float32), "
+                   "mixed_float16 (the value when the flag is bare), mixed_bfloat16 (the "
+                   "default with --strategy tpu) or float32 (off)")
     p.add_argument("--h5py-dataset", action="store_true",
                    help="build (or reuse) an H5 cache of resized records under "
                    "<logs>/cache and train from it")
     p.add_argument("--augment", action="store_true",
                    help="imgaug flips, small affine and colour jitter (graph flip only "
                    "when imgaug is missing)")
-    p.add_argument("--strategy", default="auto", choices=STRATEGIES)
+    p.add_argument("--strategy", default="auto", metavar="NAME",
+                   help="tf.distribute strategy: auto (default), default (one device), "
+                   "mirrored, multiworker or tpu")
     p.add_argument("--tpu", default=None, metavar="NAME", help="TPU name for --strategy tpu")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any Config attribute, e.g. --set TOP_DOWN_PYRAMID_SIZE=128")
@@ -84,36 +90,13 @@ def add_parser(subparsers, parents):
     return p
 
 
-def add_data_args(p, required):
-    p.add_argument("--dataset", required=required, metavar="PATH|demo",
-                   help="dataset directory (or Fashionpedia JSON), or 'demo' for the "
-                   "bundled synthetic set")
-    p.add_argument("--format", choices=FORMATS, default=None,
-                   help="dataset format (not needed with --dataset demo)")
-    p.add_argument("--image-dir", default=None, help="Fashionpedia images (default: "
-                   "next to the annotations)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    p.add_argument("--val-fraction", type=float, default=0.2,
-                   help="iMaterialist: share of train.csv held out as the val split")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="square input side, a multiple of 64 (default 1024; 128 for demo)")
-    p.add_argument("--demo-dir", default=None, help="where --dataset demo is generated "
-                   "(default data/demo)")
-    p.add_argument("--demo-images", type=int, default=200)
-
-
 def get_strategy(name, tpu=None):
-    """mrcnn.distribute.get_strategy when present; no strategy for auto/default else."""
-    try:
-        from mrcnn.distribute import get_strategy as library_strategy
-    except ImportError:
-        if name in ("auto", "default"):
-            return None
-        raise CLIError(f"--strategy {name} needs mrcnn/distribute.py, which this checkout "
-                       "lacks; use --strategy default.") from None
+    """mrcnn.distribute.get_strategy, its setup failures (no TPU, bad TF_CONFIG) as
+    CLIError; an unknown name is its ValueError."""
+    from mrcnn.distribute import get_strategy as library_strategy
     try:
         return library_strategy(name, tpu=tpu)
-    except RuntimeError as e:  # mrcnn.distribute.StrategyError: no TPU, bad TF_CONFIG
+    except RuntimeError as e:  # mrcnn.distribute.StrategyError
         raise CLIError(str(e)) from None
 
 
@@ -157,33 +140,6 @@ def _start_weights(args):
         raise CLIError(f"--weights {args.weights} is not coco, imagenet, last, none or an "
                        "existing file; check the path.")
     return args.weights, True, None
-
-
-def build_config(args, train_ds, pretrained, saved=None):
-    """The run's config from the flags (train's or tfrecords'), the data's class and
-    attribute counts (train_ds.num_classes / num_attributes) and a resumed run's values."""
-    from fashion.config import make_config, values_to_overrides
-    values = values_to_overrides(saved["config"]) if saved else {}
-    backbone = getattr(args, "backbone", None) or values.pop("BACKBONE", None) or (
-        "resnet101" if getattr(args, "weights", None) == "coco" else "resnet50")
-    values.pop("BACKBONE", None)
-    size = args.image_size or values.get("IMAGE_MAX_DIM") or (
-        128 if args.dataset == "demo" else 1024)
-    if args.image_size:
-        values.pop("IMAGE_MAX_DIM", None), values.pop("IMAGE_MIN_DIM", None)
-    for key, flag in (("STEPS_PER_EPOCH", "steps_per_epoch"),
-                      ("IMAGES_PER_GPU", "images_per_gpu"),
-                      ("LEARNING_RATE", "learning_rate"),
-                      ("MIXED_PRECISION", "mixed_precision")):
-        value = getattr(args, flag, None)
-        if value is not None:
-            values[key] = value
-    if values.get("MIXED_PRECISION") == "float32":
-        values.pop("MIXED_PRECISION")
-    values.update(parse_sets(getattr(args, "set", None)))
-    values.pop("NUM_CLASSES", None), values.pop("NUM_ATTRIBUTES", None)
-    return make_config(size, train_ds.num_classes, train_ds.num_attributes, backbone,
-                       pretrained=pretrained, **values)
 
 
 def _load_start_weights(model, start, args):
@@ -242,8 +198,6 @@ def training_data(args, tpu):
 
 
 def _records_data(args, tpu):
-    from fashion.commands.tfrecords import META_KEYS, peek_record, read_records_meta, \
-        records_files
     files = records_files(args.tfrecords, "--tfrecords")
     saved = read_records_meta(files)
     if not args.image_size:  # the size the records were written at
@@ -284,8 +238,7 @@ def _sources(args, config, data, strategy):
         return data.train, data.val
     import tempfile
 
-    from mrcnn.distribute import worker_index
-    from mrcnn.distribute import is_chief
+    from mrcnn.distribute import is_chief, worker_index
     cache_dir = None
     if not is_chief(strategy):
         cache_dir = os.path.join(tempfile.gettempdir(),
@@ -316,6 +269,7 @@ def run(args):
         raise CLIError(TPU_NEEDS_RECORDS)
     from mrcnn import distribute
     from mrcnn.model import MaskRCNN
+    from mrcnn.precision import describe_precision
     from mrcnn.training import parse_schedule
     strategy = get_strategy(args.strategy, args.tpu)  # first: before other TF work
     tpu = distribute.is_tpu(strategy)
@@ -329,7 +283,6 @@ def run(args):
     config = build_config(args, data, pretrained, saved)
     distribute.configure_for_strategy(config, strategy)
     if data.train_files:
-        from fashion.commands.tfrecords import check_records
         check_records(data.train_files, config, "--tfrecords")
         if data.val_files:
             check_records(data.val_files, config, "--val-tfrecords")
@@ -338,12 +291,14 @@ def run(args):
     stages = parse_schedule(schedule, config.LEARNING_RATE)
     val = _validation(config, data)
     model = MaskRCNN("training", config, args.logs, strategy=strategy)
+    print(f"Precision: {describe_precision(config.MIXED_PRECISION)}")
     _load_start_weights(model, start, args)
     if distribute.is_chief(strategy):  # other workers of a multi-worker run write nothing
         os.makedirs(model.log_dir, exist_ok=True)
         write_run_file(model.log_dir, config, data.meta,
                        {"schedule": schedule, "weights": args.weights,
-                        "tfrecords": args.tfrecords, "val_tfrecords": args.val_tfrecords})
+                        "tfrecords": args.tfrecords, "val_tfrecords": args.val_tfrecords,
+                        "precision": model.precision})
     data.val = val
     train_src, val_src = _sources(args, config, data, strategy)
     augmentation = _augmentation(args.augment, graph_only=bool(args.tfrecords) or tpu)

@@ -10,6 +10,7 @@ Example:
     ds = read_tfrecords("records/train-*.tfrecord", config)   # tf.data of record dicts
     for record in ds.take(1):
         record["masks"]                                       # [H, W, N] bool
+    peek_record("records/train-*.tfrecord")   # {"height": ..., "num_classes": ...}
 """
 import logging
 import os
@@ -19,6 +20,8 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from mrcnn.data.records import BadSample, build_record
+from mrcnn.fileio import atomic_write_text
+from mrcnn.meta import FIXED_SIZE
 from mrcnn.fileio import commit
 
 log = logging.getLogger("mrcnn")
@@ -109,20 +112,25 @@ def write_tfrecords(dataset_or_source, config, out_prefix, num_shards=1):
 
 
 # ---------------------------------------------------------------------- reading
-def parse_record(serialized, config):
+def parse_record(serialized, config=None):
     """A serialized example -> record dict of tensors (in-graph, no Python per sample):
     image [H, W, 3] uint8, masks [H, W, N] bool, class_ids [N] int32,
-    attributes [N, A] uint8, image_meta [META] float32."""
-    n_attr = int(getattr(config, "NUM_ATTRIBUTES", 0))
+    attributes [N, A] uint8, image_meta [META] float32.
+
+    Without a config (see peek_record) the meta length and the attribute count are
+    read from the record itself and no fixed image shape is asserted."""
+    meta_size = None if config is None else int(config.IMAGE_META_SIZE)
     spec = {
         "image": tf.io.FixedLenFeature([], tf.string),
         "masks": tf.io.VarLenFeature(tf.string),
         "class_ids": tf.io.VarLenFeature(tf.int64),
         "attributes": tf.io.FixedLenFeature([], tf.string),
-        "image_meta": tf.io.FixedLenFeature([config.IMAGE_META_SIZE], tf.float32),
+        "image_meta": (tf.io.FixedLenFeature([meta_size], tf.float32) if meta_size
+                       else tf.io.VarLenFeature(tf.float32)),
         "num_instances": tf.io.FixedLenFeature([], tf.int64),
     }
     ex = tf.io.parse_single_example(serialized, spec)
+    image_meta = ex["image_meta"] if meta_size else tf.sparse.to_dense(ex["image_meta"])
     image = tf.io.decode_png(ex["image"], channels=3)                   # [H, W, 3]
     h, w = tf.shape(image)[0], tf.shape(image)[1]
     pngs = tf.sparse.to_dense(ex["masks"], default_value=b"")           # [N]
@@ -135,14 +143,57 @@ def parse_record(serialized, config):
     stacked = tf.cond(n > 0, decode_all, lambda: tf.zeros([0, h, w], tf.uint8))  # [N,H,W]
     masks = tf.transpose(stacked, [1, 2, 0]) > 0                        # [H, W, N]
     class_ids = tf.cast(tf.sparse.to_dense(ex["class_ids"]), tf.int32)  # [N]
-    attributes = tf.reshape(tf.io.decode_raw(ex["attributes"], tf.uint8),
-                            [n, n_attr])                                # [N, A]
-    if config.IMAGE_RESIZE_MODE in ("square", "crop"):
+    raw_attributes = tf.io.decode_raw(ex["attributes"], tf.uint8)       # [N * A]
+    n_attr = int(getattr(config, "NUM_ATTRIBUTES", 0)) if config is not None else \
+        tf.size(raw_attributes) // tf.maximum(n, 1)
+    attributes = tf.reshape(raw_attributes, [n, n_attr])                # [N, A]
+    if config is not None and config.IMAGE_RESIZE_MODE in ("square", "crop"):
         side_h, side_w = int(config.IMAGE_SHAPE[0]), int(config.IMAGE_SHAPE[1])
         image = tf.ensure_shape(image, [side_h, side_w, 3])
         masks = tf.ensure_shape(masks, [side_h, side_w, None])
-    return {"image": image, "image_meta": ex["image_meta"], "masks": masks,
+    return {"image": image, "image_meta": image_meta, "masks": masks,
             "class_ids": class_ids, "attributes": attributes}
+
+
+def peek_record(file_pattern_or_list):
+    """Shape facts of the first record (parsed by parse_record), or None when the files
+    hold no record: {"height", "width", "num_classes", "num_attributes"} (num_attributes
+    None when the record has no instance). ValueError when it cannot be parsed."""
+    files = _expand(file_pattern_or_list)
+    try:
+        for serialized in tf.data.TFRecordDataset(files).take(1):
+            record = parse_record(serialized)
+            has_instances = int(tf.shape(record["masks"])[-1]) > 0
+            return {"height": int(record["image"].shape[0]),
+                    "width": int(record["image"].shape[1]),
+                    "num_classes": int(record["image_meta"].shape[0]) - FIXED_SIZE,
+                    "num_attributes": (int(record["attributes"].shape[1])
+                                       if has_instances else None)}
+    except (tf.errors.OpError, ValueError, IndexError) as e:
+        text = str(getattr(e, "message", "") or e)
+        text = text.split("}} ")[-1].split(" [Op:")[0].splitlines()[0][:160] if text \
+            else type(e).__name__
+        raise ValueError(f"The first record of {files[0]} cannot be read ({text}); "
+                         "rewrite the shards.") from None
+    return None
+
+
+def write_text(path, text):
+    """Writes a small text file next to shards, whole or not at all: atomically through
+    mrcnn.fileio for a local path, under a temporary name then renamed through
+    tf.io.gfile for a gs:// (or other remote) path. Returns path."""
+    path = str(path)
+    if "://" not in path:
+        return atomic_write_text(path, text)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            f.write(text)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    finally:
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.remove(tmp)
+    return path
 
 
 def _expand(file_pattern_or_list):

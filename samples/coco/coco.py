@@ -13,8 +13,8 @@
 
 COCO layout: DIR/annotations/instances_{subset}{year}.json with images in
 DIR/{subset}{year}/ (subset "train" for training, "val" for validation and evaluation).
-Training and evaluation run on the library's code (MaskRCNN.train, mrcnn.evaluation);
-masks are decoded by fashion.dataset's COCO-annotation helpers. Each training run
+Training and evaluation run on the library's code only (MaskRCNN.train,
+mrcnn.evaluation); masks are decoded by mrcnn.data.annotations. Each training run
 writes coco_run.json (its config) beside its checkpoints so `evaluate --model last`
 rebuilds the same model.
 """
@@ -33,11 +33,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from fashion.commands.common import (CLIError, find_last_checkpoint,  # noqa: E402
-                                     parse_sets, write_json)
-from fashion.dataset import clean_polygons, decode_annotation  # noqa: E402
 from mrcnn import utils  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
+from mrcnn.config_values import (config_values, parse_overrides,  # noqa: E402
+                                 size_settings, values_to_overrides)
+from mrcnn.data.annotations import clean_polygons, segmentation_to_mask  # noqa: E402
+from mrcnn.fileio import write_json  # noqa: E402
 
 log = logging.getLogger("coco")
 
@@ -47,6 +48,18 @@ RUN_FILE = "coco_run.json"
 CLASS_SIZED_LAYERS = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]
 # matterport's schedule: (layers, learning-rate factor, cumulative epochs).
 MATTERPORT_STAGES = [("heads", 1.0, 40), ("4+", 1.0, 120), ("all", 0.1, 160)]
+
+
+class CLIError(Exception):
+    """A user-facing failure: printed as one sentence, exit code 2."""
+
+
+def parse_sets(items):
+    """--set KEY=VALUE items -> Config overrides (values parsed as JSON)."""
+    try:
+        return parse_overrides(items, "--set")
+    except ValueError as e:
+        raise CLIError(str(e)) from None
 
 
 class CocoConfig(Config):
@@ -78,7 +91,6 @@ class CocoDataset(utils.Dataset):
         class_ids: load only these category ids (default: all). limit: first N images.
         return_coco: also return the pycocotools COCO object.
         """
-        from pycocotools.coco import COCO
         ann_path, image_dir = coco_paths(dataset_dir, subset, year, annotations, images)
         coco = _read_coco(ann_path)
         if class_ids:  # only images holding one of these categories
@@ -170,14 +182,10 @@ def _read_coco(path):
 
 
 def ann_to_mask(ann, height, width, where=""):
-    """A COCO annotation's segmentation -> [height, width] bool mask, or None when it has
-    no usable polygon. Decoding is fashion.dataset's (polygons, compressed/list RLE)."""
-    seg = ann.get("segmentation")
+    """A COCO annotation's segmentation -> [height, width] bool mask (an RLE keeps its
+    own size; a crowd region may differ), or None when it has no usable polygon."""
     try:
-        if isinstance(seg, dict):
-            h, w = (int(v) for v in seg.get("size", (height, width)))
-            return decode_annotation({"coco_rle": seg}, h, w, where)      # [h, w]; crowd may differ
-        return decode_annotation({"polygons": clean_polygons(seg)}, height, width, where)
+        return segmentation_to_mask(ann.get("segmentation"), height, width)
     except ValueError as e:
         log.warning("%s: %s; the annotation is skipped.", where, e)
         return None
@@ -190,13 +198,12 @@ def ann_to_mask(ann, height, width, where=""):
 def make_coco_config(num_classes, backbone=None, image_size=None, inference=False,
                      overrides=None):
     """CocoConfig with the dataset's class count; image_size (a multiple of 64) scales
-    anchors, ROI counts and mask sizes (fashion.config.size_settings)."""
+    anchors, ROI counts and mask sizes (mrcnn.config_values.size_settings)."""
     values = {"NUM_CLASSES": int(num_classes)}
     if backbone:
         values["BACKBONE"] = backbone
     if image_size:
-        from fashion.config import size_settings
-        values.update(size_settings(image_size))
+        values.update(size_settings(image_size, what="--image-size"))
     if inference:
         values.update(IMAGES_PER_GPU=1, GPU_COUNT=1, DETECTION_MIN_CONFIDENCE=0.0)
     values.update(overrides or {})
@@ -220,7 +227,8 @@ def resolve_model(model_arg, logs):
     if model_arg == "none":
         return None, "none"
     if model_arg == "last":
-        return find_last_checkpoint(logs, name="coco"), "last"
+        from mrcnn.model import find_last
+        return find_last(logs, "coco"), "last"
     if not os.path.isfile(model_arg):
         raise CLIError(f"--model {model_arg} is not coco, imagenet, last, none or an "
                        "existing weights file; check the path.")
@@ -234,7 +242,6 @@ def read_run_config(weights):
     path = Path(weights).resolve().parent / RUN_FILE
     if not path.is_file():
         return {}
-    from fashion.config import values_to_overrides
     try:
         values = json.loads(path.read_text(encoding="utf-8"))["config"]
     except (ValueError, KeyError) as e:
@@ -300,7 +307,6 @@ def train(args):
     model = MaskRCNN("training", config, args.logs)
     load_model_weights(model, weights, kind)
     os.makedirs(model.log_dir, exist_ok=True)
-    from fashion.config import config_values
     write_json(os.path.join(model.log_dir, RUN_FILE),
                {"config": config_values(config), "annotations": train_ds.annotation_file,
                 "class_names": list(train_ds.class_names),

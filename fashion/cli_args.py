@@ -1,0 +1,117 @@
+"""Argument groups shared by the CLI's commands, and what they turn into.
+
+* ``common_parser``: --logs and --quiet, which every command takes.
+* ``add_data_args``: --dataset/--format/--image-size/... (train, evaluate, tfrecords).
+* ``add_model_args``: --weights/--backbone/--min-confidence/--set (detect, evaluate,
+  check).
+* ``parse_sets``: --set KEY=VALUE items -> Config overrides.
+* ``build_config``: the run's Config from train's or tfrecords' flags.
+* ``command_args``: a command's arguments as a Namespace, built from values rather
+  than argv strings (the demo runs train, evaluate and detect this way).
+
+Command modules import this module; it imports no command module.
+"""
+import argparse
+
+from fashion.errors import CLIError
+
+FORMATS = ("imat2019", "imat2020", "fashionpedia", "deepfashion2")
+DEMO_DIR = "data/demo"  # relative to the working directory, never to the installed package
+
+
+def common_parser():
+    """The parent parser of every command: --logs and --quiet."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--logs", default="logs", metavar="DIR",
+                        help="run directories and checkpoints (default logs/)")
+    common.add_argument("--quiet", action="store_true", help="less logging")
+    return common
+
+
+def add_data_args(p, required):
+    p.add_argument("--dataset", required=required, metavar="PATH|demo",
+                   help="dataset directory (or Fashionpedia JSON), or 'demo' for the "
+                   "bundled synthetic set")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="dataset format (not needed with --dataset demo)")
+    p.add_argument("--image-dir", default=None, help="Fashionpedia images (default: "
+                   "next to the annotations)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="iMaterialist: share of train.csv held out as the val split")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="square input side, a multiple of 64 (default 1024; 128 for demo)")
+    p.add_argument("--demo-dir", default=None, help="where --dataset demo is generated "
+                   f"(default {DEMO_DIR} under the current directory)")
+    p.add_argument("--demo-images", type=int, default=200)
+
+
+def add_model_args(p, data_flags=True):
+    """Flags choosing the inference model; data_flags=False when the parser already
+    has --format and --image-size (evaluate)."""
+    p.add_argument("--weights", default="last", metavar="PATH|last",
+                   help="a checkpoint, or the newest one under --logs (default)")
+    if data_flags:
+        p.add_argument("--format", default=None, choices=FORMATS, help="label set when "
+                       "the weights have no fashion_run.json beside them")
+        p.add_argument("--image-size", type=int, default=None,
+                       help="override the run's image size")
+    p.add_argument("--backbone", default=None, help="override the run's backbone")
+    p.add_argument("--min-confidence", type=float, default=None,
+                   help="DETECTION_MIN_CONFIDENCE (detect/check: the run's value; "
+                   "evaluate: 0.05, as usual for AP)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any Config attribute for the inference model")
+
+
+def parse_sets(items):
+    """--set KEY=VALUE items -> dict (values parsed as JSON when they parse)."""
+    from mrcnn.config_values import parse_overrides
+    try:
+        return parse_overrides(items, "--set")
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+
+
+def build_config(args, train_ds, pretrained, saved=None):
+    """The run's config from the flags (train's or tfrecords'), the data's class and
+    attribute counts (train_ds.num_classes / num_attributes) and a resumed run's values."""
+    from fashion.config import make_config
+    from mrcnn.config_values import values_to_overrides
+    values = values_to_overrides(saved["config"]) if saved else {}
+    backbone = getattr(args, "backbone", None) or values.pop("BACKBONE", None) or (
+        "resnet101" if getattr(args, "weights", None) == "coco" else "resnet50")
+    values.pop("BACKBONE", None)
+    size = args.image_size or values.get("IMAGE_MAX_DIM") or (
+        128 if args.dataset == "demo" else 1024)
+    if args.image_size:
+        values.pop("IMAGE_MAX_DIM", None), values.pop("IMAGE_MIN_DIM", None)
+    for key, flag in (("STEPS_PER_EPOCH", "steps_per_epoch"),
+                      ("IMAGES_PER_GPU", "images_per_gpu"),
+                      ("LEARNING_RATE", "learning_rate"),
+                      ("MIXED_PRECISION", "mixed_precision")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            values[key] = value
+    if values.get("MIXED_PRECISION") == "float32":
+        values["MIXED_PRECISION"] = None  # explicitly off; "auto" is the default
+    values.update(parse_sets(getattr(args, "set", None)))
+    values.pop("NUM_CLASSES", None), values.pop("NUM_ATTRIBUTES", None)
+    return make_config(size, train_ds.num_classes, train_ds.num_attributes, backbone,
+                       pretrained=pretrained, **values)
+
+
+def command_args(command, **values):
+    """The Namespace `fashion.py COMMAND` would parse, from a command module and values
+    (flag names with '_'): the command's own defaults fill in the rest. TypeError names
+    a value that is no flag of the command."""
+    holder = argparse.ArgumentParser(add_help=False)
+    sub = holder.add_subparsers()
+    parser = command.add_parser(sub, [common_parser()])
+    defaults = {a.dest: a.default for a in parser._actions if a.dest != "help"}
+    unknown = sorted(set(values) - set(defaults))
+    if unknown:
+        raise TypeError(f"{parser.prog} has no flag for {unknown}.")
+    defaults.update(parser._defaults)
+    defaults.update(values)
+    return argparse.Namespace(**defaults)

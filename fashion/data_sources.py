@@ -1,0 +1,148 @@
+"""What the commands read: datasets named by --dataset/--format (or the demo set),
+H5 caches of them, image files named by --images, and the labels a run remembers.
+
+Heavy modules (TensorFlow, h5py) are imported inside functions so that
+``fashion.py --help`` stays fast.
+"""
+import glob
+import logging
+import os
+from pathlib import Path
+
+from fashion.cli_args import DEMO_DIR, FORMATS
+from fashion.errors import CLIError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+log = logging.getLogger("fashion")
+
+
+def find_images(spec):
+    """A directory, a glob or one file -> sorted image paths; CLIError when none."""
+    spec = os.fspath(spec)
+    if os.path.isdir(spec):
+        paths = [os.path.join(spec, f) for f in os.listdir(spec)]
+    elif any(c in spec for c in "*?["):
+        paths = glob.glob(spec)
+    elif os.path.isfile(spec):
+        paths = [spec]
+    else:
+        raise CLIError(f"{spec} is neither an image file, a directory nor a glob that "
+                       "matches files; check the --images path.")
+    images = sorted(p for p in paths if os.path.isfile(p)
+                    and os.path.splitext(p)[1].lower() in IMAGE_EXTENSIONS)
+    if not images:
+        raise CLIError(f"{spec} holds no images (looked for "
+                       f"{', '.join(IMAGE_EXTENSIONS)}); point --images at image files.")
+    return images
+
+
+def progress(iterable, desc, total=None, unit="img"):
+    """A tqdm progress bar over iterable."""
+    from tqdm import tqdm
+    return tqdm(iterable, desc=desc, total=total, unit=unit, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------- datasets
+def demo_dataset(out_dir=None, num_images=200, size=128, seed=0):
+    """Generates (or reuses) the synthetic demo set and returns its directory
+    (default data/demo under the current directory)."""
+    from fashion.demo_data import generate_demo
+    out_dir = Path(out_dir or DEMO_DIR)
+    log.info("Demo dataset: %d images of %d px in %s", num_images, size, out_dir)
+    return str(generate_demo(out_dir, num_images=num_images, size=size, seed=seed))
+
+
+def _fashionpedia_paths(path, subset, image_dir=None):
+    path = Path(path)
+    if path.is_file():
+        return path, Path(image_dir) if image_dir else path.parent
+    year = {"train": "train2020", "val": "val2020"}[subset]
+    candidates = [path / f"instances_attributes_{year}.json"] + sorted(
+        path.glob(f"*{subset}*.json"))
+    ann = next((c for c in candidates if c.is_file()), None)
+    if ann is None:
+        raise CLIError(f"{path} has no instances_attributes_{year}.json (or another "
+                       f"*{subset}*.json); pass the Fashionpedia annotation JSON or its "
+                       "directory as --dataset.")
+    if image_dir:
+        return ann, Path(image_dir)
+    for name in ([subset, "images"] + (["test", "val"] if subset == "val" else [])):
+        if (path / name).is_dir():
+            return ann, path / name
+    return ann, path
+
+
+def load_dataset(path, fmt, subset, limit=None, val_fraction=0.2, image_dir=None):
+    """A prepared FashionDataset of one split ("train" or "val") of a dataset."""
+    from fashion.dataset import FashionDataset
+    if fmt not in FORMATS:
+        raise CLIError(f"--format {fmt!r} is unknown; use one of {', '.join(FORMATS)}.")
+    if not os.path.exists(path):
+        raise CLIError(f"Dataset path {path} does not exist; pass the dataset directory "
+                       "as --dataset (or --dataset demo).")
+    ds = FashionDataset()
+    if fmt == "imat2019":
+        ds.load_imat2019(path, subset=subset, limit=limit, val_fraction=val_fraction)
+    elif fmt == "imat2020":
+        ds.load_imat2020(path, subset=subset, limit=limit, val_fraction=val_fraction)
+    elif fmt == "fashionpedia":
+        ann, images = _fashionpedia_paths(path, subset, image_dir)
+        ds.load_fashionpedia(str(ann), str(images), limit=limit)
+    else:
+        ds.load_deepfashion2(path, "validation" if subset == "val" else "train", limit=limit)
+    ds.prepare()
+    return ds
+
+
+def dataset_from_args(args, subset):
+    """(dataset, path, format) of --dataset/--format; 'demo' generates the demo set."""
+    if args.dataset == "demo":
+        size = getattr(args, "image_size", None) or 128
+        path = demo_dataset(getattr(args, "demo_dir", None),
+                            getattr(args, "demo_images", 200), size)
+        return load_dataset(path, "imat2019", subset, args.limit,
+                            getattr(args, "val_fraction", 0.2)), path, "imat2019"
+    if not args.format:
+        raise CLIError(f"--format is needed with --dataset {args.dataset}; use one of "
+                       f"{', '.join(FORMATS)}.")
+    ds = load_dataset(args.dataset, args.format, subset, args.limit,
+                      getattr(args, "val_fraction", 0.2), getattr(args, "image_dir", None))
+    return ds, args.dataset, args.format
+
+
+def h5_source(ds, config, logs, dataset_path, subset, cache_dir=None):
+    """An H5RecordSource of ds, built (or reused) at <logs>/cache/<name>_<subset>_<size>.h5
+    (or under cache_dir, e.g. a worker's local temp directory)."""
+    from mrcnn.data.h5cache import H5RecordSource, build_h5_cache
+    name = f"{os.path.basename(os.path.normpath(str(dataset_path)))}_{subset}_" \
+           f"{int(config.IMAGE_MAX_DIM)}.h5"
+    path = build_h5_cache(ds, config, os.path.join(cache_dir or os.path.join(logs, "cache"),
+                                                   name))
+    return H5RecordSource(path, config, dataset=ds)
+
+
+# ---------------------------------------------------------------------- labels
+def dataset_meta(ds, path, fmt):
+    """What a run must remember about its data to turn class ids into categories."""
+    return {"dataset": os.path.abspath(path), "format": fmt,
+            "class_names": list(ds.class_names),
+            "category_ids": [int(c) for c in ds.category_ids],
+            "attribute_index_to_id": [int(a) for a in ds.attribute_index_to_id],
+            "attribute_names": list(ds.attribute_names)}
+
+
+def labels_meta(fmt):
+    """dataset_meta for a format's bundled labels (weights without a run file)."""
+    from fashion.labels import load_labels
+    labels = load_labels(fmt)
+    return {"dataset": None, "format": fmt,
+            "class_names": ["BG"] + [c["name"].split(",")[0] for c in labels.categories],
+            "category_ids": [-1] + [int(c["id"]) for c in labels.categories],
+            "attribute_index_to_id": [int(a) for a in labels.attribute_index_to_id],
+            "attribute_names": list(labels.attribute_names)}
+
+
+def category_of(meta):
+    """Internal class id -> dataset category id, as a list indexed by class id."""
+    return [int(c) for c in meta["category_ids"]]
