@@ -27,6 +27,12 @@ from fashion.remote.settings import RemoteError, load_settings  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def ssh_log_in_tmp(tmp_path, monkeypatch):
+    """The SSH library's log file (connection.log_path) goes under tmp_path, not ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     srv = SshServer(tmp_path_factory.mktemp("sshd")).start()  # fails if sshd is missing
