@@ -20,5 +20,9 @@ setup(
     python_requires=">=3.10",
     install_requires=requirements,
     extras_require={"gpu": ["tensorflow[and-cuda]>=2.16,<2.22"]},
+    entry_points={"console_scripts": [
+        "fashion-mrcnn = fashion.fashion:main",
+        "dgx-ssh = fashion.DGX_ssh_comm:main",
+    ]},
     license="MIT",
 )

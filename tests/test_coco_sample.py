@@ -5,18 +5,13 @@ import contextlib
 import io
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from samples.coco.coco import CocoDataset, main  # noqa: E402
+from samples.coco.coco import CocoDataset, main
 
 SIZE = 128
 TINY = ["--backbone", "resnet18", "--image-size", "128", "--no-augment", "--quiet",

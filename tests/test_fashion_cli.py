@@ -15,13 +15,11 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from fashion import rle
+from fashion.config import FROM_SCRATCH, make_config
+from fashion.fashion import main
 
-from fashion import rle  # noqa: E402
-from fashion.config import FROM_SCRATCH, make_config  # noqa: E402
-from fashion.fashion import main  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY = ["--set", "TOP_DOWN_PYRAMID_SIZE=64", "--set", "FPN_CLASSIF_FC_LAYERS_SIZE=128",
         "--set", "ATTRIBUTE_FC_SIZE=64", "--set", "TRAIN_ROIS_PER_IMAGE=16"]

@@ -20,11 +20,9 @@ import pytest
 from PIL import Image
 from skimage.draw import polygon as fill_polygon
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from fashion.fashion import main
 
-from fashion.fashion import main  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CLI = os.path.join(ROOT, "fashion", "fashion.py")
 TINY = ["--weights", "none", "--backbone", "resnet18", "--image-size", "64",

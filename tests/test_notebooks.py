@@ -7,7 +7,6 @@ inside the kernels.
 """
 import os
 import shutil
-import sys
 import time
 
 import nbformat
@@ -15,8 +14,6 @@ import pytest
 from nbclient import NotebookClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 # notebook -> the fewest image/png outputs it must produce
 NOTEBOOKS = {
