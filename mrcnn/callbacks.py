@@ -5,6 +5,7 @@ import time
 
 import keras
 
+from mrcnn.fileio import atomic_path
 from mrcnn.weights_io import save_weights_by_name
 
 
@@ -116,7 +117,6 @@ def plot_loss_curve(csv_path, png_path):
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = png_path + ".tmp.png"
-    fig.savefig(tmp)
-    os.replace(tmp, png_path)
+    with atomic_path(png_path, suffix=".png") as tmp:
+        fig.savefig(tmp)
     return png_path

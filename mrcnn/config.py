@@ -16,6 +16,8 @@ Example:
 """
 import numpy as np
 
+from mrcnn.meta import meta_size
+
 
 class ConfigError(ValueError):
     """An impossible or inconsistent configuration value."""
@@ -184,9 +186,8 @@ class Config:
         else:
             self.IMAGE_SHAPE = np.array([self.IMAGE_MAX_DIM, self.IMAGE_MAX_DIM,
                                          self.IMAGE_CHANNEL_COUNT])
-        # image_id(1) + original_image_shape(3) + image_shape(3) + window(4) +
-        # scale(1) + active_class_ids(NUM_CLASSES)
-        self.IMAGE_META_SIZE = 1 + 3 + 3 + 4 + 1 + self.NUM_CLASSES
+        # the layout is defined once, in mrcnn/meta.py
+        self.IMAGE_META_SIZE = meta_size(self.NUM_CLASSES)
         self.validate()
 
     # ------------------------------------------------------------------ validation

@@ -159,12 +159,6 @@ def configure_for_strategy(config, strategy):
     return config
 
 
-def mixed_precision_policy(strategy):
-    """The mixed precision policy for a strategy: bfloat16 on TPUs, float16 elsewhere."""
-    return ("mixed_bfloat16" if isinstance(strategy, tf.distribute.TPUStrategy)
-            else "mixed_float16")
-
-
 def is_tpu(strategy):
     return isinstance(strategy, tf.distribute.TPUStrategy)
 
@@ -257,7 +251,7 @@ def fixed_shape_inputs(file_pattern, config, batch_size=None, flip=False, repeat
 
 def input_shapes(config, batch_size):
     """The static shape of every training input, batch included: name -> list."""
-    from mrcnn.ops.anchors import norm_anchors
+    from mrcnn.utils import norm_anchors
     h, w = int(config.IMAGE_SHAPE[0]), int(config.IMAGE_SHAPE[1])
     g = config.MAX_GT_INSTANCES
     mask = list(config.MINI_MASK_SHAPE) if config.USE_MINI_MASK else [h, w]

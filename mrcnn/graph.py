@@ -5,8 +5,6 @@ graph also computes the detection targets; the losses are computed from its outp
 ``training.MaskRCNNTrainModel.train_step``.
 """
 import keras
-import numpy as np
-import tensorflow as tf
 from keras import layers
 
 from mrcnn.backbones import get_backbone
@@ -14,118 +12,22 @@ from mrcnn.heads.attributes import attribute_head
 from mrcnn.heads.box import box_head
 from mrcnn.heads.mask import mask_head
 from mrcnn.heads.rpn import RPNHead
-from mrcnn.layers import DetectionLayer, DetectionTargetLayer, ProposalLayer, PyramidROIAlign
+from mrcnn.layers import (ActiveClassIds, ConstantAnchors, DetectionLayer, DetectionTargetLayer,
+                          GatherRois, NormBoxes, PadRows, PositiveRows, ProposalLayer,
+                          PyramidROIAlign, ValidDetectionBoxes)
 from mrcnn.necks import get_neck
-from mrcnn.ops import boxes as box_ops
-from mrcnn.ops.anchors import norm_anchors
+from mrcnn.utils import norm_anchors
 
 
-@keras.saving.register_keras_serializable("mrcnn")
-class ConstantAnchors(layers.Layer):
-    """Normalised anchors for a fixed image shape, tiled over the batch: [B, A, 4]."""
-
-    def __init__(self, anchors, **kwargs):
-        super().__init__(**kwargs)
-        self.anchors = np.asarray(anchors, np.float32)
-
-    def call(self, image):
-        a = tf.constant(self.anchors)[None]                              # [1, A, 4]
-        return tf.tile(a, [tf.shape(image)[0], 1, 1])
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0],) + self.anchors.shape
-
-    def get_config(self):
-        return {**super().get_config(), "anchors": self.anchors.tolist()}
+# Names (and order) of the inference graph's outputs; "attributes" [B, D, NUM_ATTRIBUTES]
+# follows when the config has an attribute head.
+INFERENCE_OUTPUTS = ("detections", "mrcnn_class", "mrcnn_bbox", "mrcnn_mask", "rpn_rois",
+                     "rpn_class", "rpn_bbox")
 
 
-@keras.saving.register_keras_serializable("mrcnn")
-class NormBoxes(layers.Layer):
-    """Pixel boxes [B, N, 4] -> normalised, using the image tensor's spatial size."""
-
-    def call(self, boxes, image):
-        return box_ops.norm_boxes(boxes, tf.shape(image)[1:3])
-
-
-@keras.saving.register_keras_serializable("mrcnn")
-class ActiveClassIds(layers.Layer):
-    """image_meta [B, META] -> active_class_ids [B, NUM_CLASSES]."""
-
-    def call(self, meta):
-        return tf.cast(meta[:, 12:], tf.float32)
-
-
-@keras.saving.register_keras_serializable("mrcnn")
-class ValidDetectionBoxes(layers.Layer):
-    """detections [B, D, 6] -> boxes [B, n, 4], n = most valid detections in the batch
-    (at least 1); rows are sorted by score with padding last, so nothing is lost."""
-
-    def call(self, detections):
-        valid = tf.reduce_sum(tf.cast(detections[..., 4] > 0, tf.int32), axis=1)
-        n = tf.maximum(tf.reduce_max(valid), 1)
-        return detections[:, :n, :4]
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], None, 4)
-
-
-@keras.saving.register_keras_serializable("mrcnn")
-class PadRows(layers.Layer):
-    """[B, n, ...] -> [B, rows, ...] zero padded (n <= rows)."""
-
-    def __init__(self, rows, **kwargs):
-        super().__init__(**kwargs)
-        self.rows = rows
-
-    def call(self, x):
-        pad = [[0, 0], [0, self.rows - tf.shape(x)[1]]] + [[0, 0]] * (len(x.shape) - 2)
-        return tf.pad(x, pad)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.rows) + tuple(input_shape[2:])
-
-    def get_config(self):
-        return {**super().get_config(), "rows": self.rows}
-
-
-@keras.saving.register_keras_serializable("mrcnn")
-class PositiveRows(layers.Layer):
-    """[B, R, ...] -> its first rows that can hold a positive ROI, along axis 1.
-
-    Targets list positive ROIs first (at most `rows` of them). With static=False the
-    cut is the batch's largest positive count (at least 1), so the mask head does no
-    work for negatives; static=True keeps `rows` for XLA / TPU.
-    """
-
-    def __init__(self, rows, static=False, **kwargs):
-        super().__init__(**kwargs)
-        self.rows = rows
-        self.static = static
-
-    def call(self, x, class_ids):
-        if self.static:
-            return x[:, :self.rows]
-        count = tf.reduce_sum(tf.cast(class_ids[:, :self.rows] > 0, tf.int32), axis=1)
-        return x[:, :tf.maximum(tf.reduce_max(count), 1)]
-
-    def compute_output_shape(self, x_shape, class_ids_shape):
-        return (x_shape[0], self.rows if self.static else None) + tuple(x_shape[2:])
-
-    def compute_output_spec(self, x, class_ids):
-        return keras.KerasTensor(self.compute_output_shape(x.shape, class_ids.shape), x.dtype)
-
-    def get_config(self):
-        return {**super().get_config(), "rows": self.rows, "static": self.static}
-
-
-@keras.saving.register_keras_serializable("mrcnn")
-class GatherRois(layers.Layer):
-    """Picks per-detection rows of a per-ROI tensor: [B, N, F], [B, D] -> [B, D, F]."""
-
-    def call(self, values, index):
-        idx = tf.maximum(index, 0)
-        out = tf.gather(values, idx, batch_dims=1)
-        return out * tf.cast(index >= 0, out.dtype)[..., None]
+def inference_output_names(config):
+    """The inference graph's output keys for a config, in matterport's order."""
+    return INFERENCE_OUTPUTS + (("attributes",) if config.NUM_ATTRIBUTES else ())
 
 
 def backbone_and_neck(input_image, config):
@@ -223,7 +125,8 @@ def build_training_graph(config):
 
 
 def build_inference_graph(config):
-    """Inputs [image, image_meta, anchors] and matterport's inference outputs (list)."""
+    """Inputs [image, image_meta, anchors] and the inference outputs, a dict keyed by
+    INFERENCE_OUTPUTS (plus "attributes" when NUM_ATTRIBUTES > 0)."""
     h, w = config.IMAGE_SHAPE[:2] if config.IMAGE_RESIZE_MODE in ("square", "crop") \
         else (None, None)
     h = None if h is None else int(h)
@@ -246,8 +149,17 @@ def build_inference_graph(config):
     det_boxes = ValidDetectionBoxes(name="detection_boxes")(detections)
     masks = _mask_branch(det_boxes, input_image_meta, pyramid, config)
     masks = PadRows(config.DETECTION_MAX_INSTANCES, name="mrcnn_mask_padded")(masks)
-    outputs = [detections, class_probs, bbox, masks, rpn_rois, rpn_class, rpn_bbox]
+    outputs = {
+        "detections": detections,      # [B, D, (y1, x1, y2, x2, class_id, score)] normalised
+        "mrcnn_class": class_probs,    # [B, R, NUM_CLASSES]
+        "mrcnn_bbox": bbox,            # [B, R, NUM_CLASSES, (dy, dx, log(dh), log(dw))]
+        "mrcnn_mask": masks,           # [B, D, h, w, NUM_CLASSES]
+        "rpn_rois": rpn_rois,          # [B, R, (y1, x1, y2, x2)] normalised
+        "rpn_class": rpn_class,        # [B, A, 2]
+        "rpn_bbox": rpn_bbox,          # [B, A, 4]
+    }
     if with_attrs:
         _, attr_probs = attribute_head(shared, config.NUM_ATTRIBUTES, config.ATTRIBUTE_FC_SIZE)
-        outputs.append(GatherRois(name="mrcnn_attributes")(attr_probs, det[1]))
+        # [B, D, NUM_ATTRIBUTES]: each detection's attribute probabilities
+        outputs["attributes"] = GatherRois(name="mrcnn_attributes")(attr_probs, det[1])
     return [input_image, input_image_meta, input_anchors], outputs

@@ -2,9 +2,6 @@
 dynamic gathers so that every shape is static (XLA / TPU friendly)."""
 import tensorflow as tf
 
-LOSS_NAMES = ["rpn_class_loss", "rpn_bbox_loss", "mrcnn_class_loss", "mrcnn_bbox_loss",
-              "mrcnn_mask_loss"]
-
 
 def _safe_mean(total, count):
     """total / count, with count summed over replicas under a tf.distribute strategy.

@@ -26,9 +26,9 @@ import tensorflow as tf
 from mrcnn import distribute, graph, inference, utils
 from mrcnn.callbacks import AtomicCheckpoint, LossCurve, TimeBudget
 from mrcnn.data.pipeline import SkipCounter, training_inputs
-from mrcnn.ops.anchors import norm_anchors
 from mrcnn.training import (MaskRCNNTrainModel, layers_regex, make_optimizer,
                             set_trainable)
+from mrcnn.utils import norm_anchors
 from mrcnn.weights_io import is_keras3_file, load_weights_by_name
 
 log = logging.getLogger("mrcnn")
@@ -83,8 +83,9 @@ class MaskRCNN:
             outputs = {k: _float32(v, k) for k, v in outputs.items()}
             model = MaskRCNNTrainModel(inputs, outputs, config, name="mask_rcnn")
         else:
+            # Named outputs (graph.inference_output_names); predict() returns a dict.
             inputs, outputs = graph.build_inference_graph(config)
-            outputs = [_float32(v, f"output{i}") for i, v in enumerate(outputs)]
+            outputs = {k: _float32(v, k) for k, v in outputs.items()}
             model = keras.Model(inputs, outputs, name="mask_rcnn")
         for layer in model.layers:  # read at call time, so one place sets it for all
             if isinstance(layer, keras.layers.BatchNormalization):
@@ -235,6 +236,7 @@ class MaskRCNN:
         return np.broadcast_to(anchors, (len(molded),) + anchors.shape)
 
     def _predict(self, molded, metas, anchors):
+        """The inference graph's named outputs for one batch, as numpy arrays."""
         if self._infer_fn is None:
             model = self.keras_model
 
@@ -243,7 +245,7 @@ class MaskRCNN:
             self._infer_fn = tf.function(infer, reduce_retracing=True, autograph=False)
         outs = self._infer_fn(tf.constant(molded, tf.float32), tf.constant(metas, tf.float32),
                               tf.constant(anchors, tf.float32))
-        return [o.numpy() for o in outs]
+        return {name: value.numpy() for name, value in outs.items()}
 
     def detect(self, images, verbose=0):
         """Runs detection on a list of images of any length (batched internally).
@@ -267,8 +269,9 @@ class MaskRCNN:
     def _detect_batch(self, originals, molded, metas, windows, verbose=0):
         anchors = self._batch_anchors(molded)
         outs = self._predict(molded, metas, anchors)
-        detections, mrcnn_mask = outs[0], outs[3]
-        attrs = outs[7] if len(outs) > 7 else None
+        detections = outs["detections"]         # [B, D, (y1, x1, y2, x2, class_id, score)]
+        mrcnn_mask = outs["mrcnn_mask"]         # [B, D, h, w, NUM_CLASSES]
+        attrs = outs.get("attributes")          # [B, D, NUM_ATTRIBUTES] or None
         results = []
         for i, image in enumerate(originals):
             shape = image.shape if hasattr(image, "shape") else image
@@ -287,18 +290,26 @@ class MaskRCNN:
         return self._detect_batch(shapes, molded_images, image_metas, windows, verbose)
 
     # ------------------------------------------------------------------ inspection
+    def _graph_tensor(self, key):
+        """An output name, a layer name or a KerasTensor -> the KerasTensor."""
+        if not isinstance(key, str):
+            return key
+        named = _named_outputs(self.keras_model)
+        return named[key] if key in named else self.keras_model.get_layer(key).output
+
     def get_trainable_layers(self):
         return [l for l in self.keras_model.layers if l.weights]
 
     def run_graph(self, images, outputs, image_metas=None):
         """Runs the inference graph and returns named intermediate tensors.
 
-        outputs: list of (name, layer name or KerasTensor) pairs, e.g.
-        [("proposals", "ROI"), ("P2", "fpn_p2")]. Returns an ordered dict name -> array.
+        outputs: list of (name, tensor) pairs where tensor is an output name of the
+        inference graph ("detections", "mrcnn_mask", ... see graph.INFERENCE_OUTPUTS), a
+        layer name or a KerasTensor, e.g. [("proposals", "ROI"), ("P2", "fpn_p2"),
+        ("detections", "detections")]. Returns an ordered dict name -> array.
         """
         from collections import OrderedDict
-        tensors = [self.keras_model.get_layer(t).output if isinstance(t, str) else t
-                   for _, t in outputs]
+        tensors = [self._graph_tensor(t) for _, t in outputs]
         sub = keras.Model(self.keras_model.inputs, tensors)
         molded, metas, _ = self.mold_inputs(images)
         metas = metas if image_metas is None else image_metas
@@ -328,6 +339,11 @@ def find_last(model_dir, name):
         f"Could not find a checkpoint of {key!r} under {model_dir}: no run "
         f"directory {key}YYYYMMDDTHHMM with mask_rcnn_*.h5 files; train first or "
         "pass a weights path.")
+
+
+def _named_outputs(model):
+    """A model's outputs as a dict name -> KerasTensor ({} for list outputs)."""
+    return dict(zip(model.output_names, model.outputs)) if model.output_names else {}
 
 
 def _float32(tensor, name):

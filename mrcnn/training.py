@@ -9,6 +9,7 @@ import re
 import keras
 import tensorflow as tf
 
+from mrcnn.keras_compat import ReplicaSafeBuild, in_multi_worker_mode
 from mrcnn.losses import compute_losses, weight_decay_loss
 
 # Presets of layers to train, as regular expressions over layer names.
@@ -122,14 +123,7 @@ def clip_global_gradients(optimizer, pairs, replicas):
     return clipped
 
 
-def _multi_worker(strategy):
-    """True under a MultiWorkerMirroredStrategy spanning more than one worker."""
-    in_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
-    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and bool(in_mode and in_mode()))
-
-
-class MaskRCNNTrainModel(keras.Model):
+class MaskRCNNTrainModel(ReplicaSafeBuild, keras.Model):
     """The training graph as a functional keras.Model with its own train/test steps.
 
     Losses: rpn class/bbox, mrcnn class/bbox/mask (+ attributes), weighted by
@@ -158,25 +152,6 @@ class MaskRCNNTrainModel(keras.Model):
         return {k: tf.cast(v, self._input_dtypes[k]) if k in self._input_dtypes
                 and v.dtype != self._input_dtypes[k] else v for k, v in inputs.items()}
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Builds from one replica's part of the first batch under a strategy.
-
-        Keras 3 (3.15) averages the first distributed batch across replicas here, which
-        fails for bool inputs and, under MultiWorkerMirroredStrategy, for any dict of
-        inputs; building only needs shapes, so the first local replica's values do.
-        """
-        strategy = getattr(self, "_distribute_strategy", None)
-        if strategy is None or iterator is None:
-            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-        for _, _, it in iterator:
-            data_batch = tf.nest.map_structure(
-                lambda x: (strategy.experimental_local_results(x)[0]
-                           if isinstance(x, tf.distribute.DistributedValues) else x),
-                next(it))
-            break
-        with strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
-
     def _loss_values(self, inputs, training):
         outputs = self(inputs, training=training)
         losses = compute_losses(inputs, outputs, self.config)
@@ -190,7 +165,7 @@ class MaskRCNNTrainModel(keras.Model):
         for k, v in losses.items():
             self._trackers[k].update_state(v)
         logs = {k: m.result() for k, m in self._trackers.items()}
-        if _multi_worker(tf.distribute.get_strategy()):
+        if in_multi_worker_mode(tf.distribute.get_strategy()):
             # Keras 3 averages multi-worker logs over axis 0, which scalars lack.
             logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
         return logs
@@ -221,7 +196,7 @@ def parse_schedule(text, learning_rate):
     """"heads:2,all:4" -> [(layers, learning_rate, cumulative_epochs), ...].
 
     The first stage uses learning_rate; later stages whose layers include the backbone
-    ("all", "3+", "4+", "5+" or a custom regex) use learning_rate / 10, as in the seed.
+    ("all", "3+", "4+", "5+" or a custom regex) use learning_rate / 10.
     """
     stages = []
     for i, part in enumerate(p for p in text.split(",") if p.strip()):

@@ -3,13 +3,16 @@
 Boxes are [N, (y1, x1, y2, x2)] in pixels with exclusive y2/x2 unless said otherwise;
 masks are [height, width, N] bool.
 """
+import functools
 import logging
+import math
 import warnings
 
 import numpy as np
 import skimage.transform
 
 from mrcnn.data.dataset import Dataset, read_image  # noqa: F401  (matterport's utils.Dataset)
+from mrcnn.meta import compose_image_meta, parse_image_meta  # noqa: F401  (matterport's names)
 
 log = logging.getLogger("mrcnn")
 
@@ -30,30 +33,32 @@ def extract_bboxes(mask):
     return boxes
 
 
+def _iou(boxes1, boxes2, area1, area2):
+    """IoU matrix [N1, N2] of boxes [N1, 4] and [N2, 4] given their areas [N1], [N2]."""
+    y1 = np.maximum(boxes1[:, None, 0], boxes2[None, :, 0])
+    x1 = np.maximum(boxes1[:, None, 1], boxes2[None, :, 1])
+    y2 = np.minimum(boxes1[:, None, 2], boxes2[None, :, 2])
+    x2 = np.minimum(boxes1[:, None, 3], boxes2[None, :, 3])
+    inter = np.maximum(y2 - y1, 0) * np.maximum(x2 - x1, 0)  # [N1, N2]
+    union = np.asarray(area1)[:, None] + np.asarray(area2)[None, :] - inter
+    return inter / np.maximum(union, 1e-12)
+
+
+def _areas(boxes):
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
 def compute_iou(box, boxes, box_area, boxes_area):
     """IoU of one box [4] with boxes [N, 4] given their areas -> [N]."""
-    y1 = np.maximum(box[0], boxes[:, 0])
-    y2 = np.minimum(box[2], boxes[:, 2])
-    x1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[3], boxes[:, 3])
-    intersection = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
-    union = box_area + boxes_area[:] - intersection[:]
-    return intersection / np.maximum(union, 1e-12)
+    box = np.asarray(box)[None, :4]
+    return _iou(box, np.asarray(boxes), np.reshape(box_area, [1]), boxes_area)[0]
 
 
 def compute_overlaps(boxes1, boxes2):
     """IoU matrix [N1, N2] between two sets of boxes."""
     boxes1 = np.asarray(boxes1, dtype=np.float64).reshape(-1, 4)
     boxes2 = np.asarray(boxes2, dtype=np.float64).reshape(-1, 4)
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    y1 = np.maximum(boxes1[:, None, 0], boxes2[None, :, 0])
-    x1 = np.maximum(boxes1[:, None, 1], boxes2[None, :, 1])
-    y2 = np.minimum(boxes1[:, None, 2], boxes2[None, :, 2])
-    x2 = np.minimum(boxes1[:, None, 3], boxes2[None, :, 3])
-    inter = np.maximum(y2 - y1, 0) * np.maximum(x2 - x1, 0)  # [N1, N2]
-    union = area1[:, None] + area2[None, :] - inter
-    return inter / np.maximum(union, 1e-12)
+    return _iou(boxes1, boxes2, _areas(boxes1), _areas(boxes2))
 
 
 def compute_overlaps_masks(masks1, masks2):
@@ -287,6 +292,32 @@ def generate_pyramid_anchors(scales, ratios, feature_shapes, feature_strides,
     return np.concatenate(anchors, axis=0)
 
 
+def compute_backbone_shapes(config, image_shape):
+    """[levels, 2] feature map sizes of P2..P6 for an image shape."""
+    if callable(config.BACKBONE) and config.COMPUTE_BACKBONE_SHAPE:
+        return config.COMPUTE_BACKBONE_SHAPE(image_shape)
+    return np.array([[int(math.ceil(image_shape[0] / s)), int(math.ceil(image_shape[1] / s))]
+                     for s in config.BACKBONE_STRIDES])
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_anchors(scales, ratios, strides, anchor_stride, shape):
+    shapes = [[int(math.ceil(shape[0] / s)), int(math.ceil(shape[1] / s))] for s in strides]
+    return generate_pyramid_anchors(scales, ratios, shapes, strides, anchor_stride)
+
+
+def pixel_anchors(config, image_shape):
+    """[A, (y1, x1, y2, x2)] float32 anchors in pixels for an image shape (cached)."""
+    return _cached_anchors(tuple(config.RPN_ANCHOR_SCALES), tuple(config.RPN_ANCHOR_RATIOS),
+                           tuple(config.BACKBONE_STRIDES), config.RPN_ANCHOR_STRIDE,
+                           tuple(int(s) for s in image_shape[:2])).astype(np.float32)
+
+
+def norm_anchors(config, image_shape):
+    """[A, 4] anchors in normalised coordinates (what the graph consumes)."""
+    return norm_boxes(pixel_anchors(config, image_shape), image_shape[:2])
+
+
 # ----------------------------------------------------------------------------- metrics
 def compute_matches(gt_boxes, gt_class_ids, gt_masks, pred_boxes, pred_class_ids,
                     pred_scores, pred_masks, iou_threshold=0.5, score_threshold=0.0):
@@ -374,27 +405,7 @@ def compute_recall(pred_boxes, gt_boxes, iou):
     return recall, positive_ids
 
 
-# ----------------------------------------------------------------------------- meta
-def compose_image_meta(image_id, original_image_shape, image_shape, window, scale,
-                       active_class_ids):
-    """Packs image attributes into one float32 vector (see docs/interfaces.md)."""
-    return np.array([image_id] + list(original_image_shape) + list(image_shape)
-                    + list(window) + [scale] + list(active_class_ids), dtype=np.float32)
-
-
-def parse_image_meta(meta):
-    """Unpacks image meta [batch, META] (numpy) into a dict."""
-    meta = np.asarray(meta)
-    return {
-        "image_id": meta[:, 0].astype(np.int32),
-        "original_image_shape": meta[:, 1:4].astype(np.int32),
-        "image_shape": meta[:, 4:7].astype(np.int32),
-        "window": meta[:, 7:11].astype(np.int32),
-        "scale": meta[:, 11].astype(np.float32),
-        "active_class_ids": meta[:, 12:].astype(np.int32),
-    }
-
-
+# ----------------------------------------------------------------------------- molding
 def mold_image(images, config):
     """uint8 RGB -> float32 with the mean pixel subtracted."""
     return images.astype(np.float32) - config.MEAN_PIXEL

@@ -14,8 +14,6 @@ import itertools
 import os
 import random
 import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import matplotlib
@@ -37,6 +35,8 @@ _use_agg_if_headless()
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import lines, patches  # noqa: E402
+
+from mrcnn.fileio import atomic_open  # noqa: E402
 
 
 ############################################################
@@ -77,17 +77,8 @@ def apply_mask(image, mask, color, alpha=0.5):
 
 def _atomic_write(path, write):
     """Call write(file_object) on a temp file beside `path`, then rename it to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        write(f)
     return str(path)
 
 

@@ -3,14 +3,18 @@
 Usage::
 
     from mrcnn.weights import get_weights
-    path = get_weights("coco")            # <repo>/weights/mask_rcnn_coco.h5
+    path = get_weights("coco")   # ~/.keras/fashion_mrcnn/weights/mask_rcnn_coco.h5
     model.load_weights(path, by_name=True)
 
-Files land in the cache directory: ``cache_dir`` if given, else the environment
-variable ``MRCNN_WEIGHTS_DIR``, else ``<repo>/weights/``. A download streams into
-``<file>.part`` (resumed with an HTTP Range request after an interruption), is checked
-against the published checksum, then renamed into place, so a half-written file never
-carries the final name. ``weights/download.py`` is the command-line front end.
+Where files live (``weights_path``): ``cache_dir`` if given; else ``$MRCNN_WEIGHTS_DIR``
+if set; else, when running from a checkout, a file already present in
+``<checkout>/weights/`` is used where it is; else the per-user cache
+``$FASHION_MRCNN_HOME/weights`` (``FASHION_MRCNN_HOME`` defaults to
+``~/.keras/fashion_mrcnn``), never the installed package's directory. A download streams
+into ``<file>.part`` (resumed with an HTTP Range request after an interruption), is
+checked against the published checksum, then committed into place with
+``mrcnn.fileio.commit``, so a half-written file never carries the final name.
+``weights/download.py`` is the command-line front end.
 """
 import dataclasses
 import hashlib
@@ -21,8 +25,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from mrcnn.fileio import PART_SUFFIX, commit
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-ENV_DIR = "MRCNN_WEIGHTS_DIR"
+CHECKOUT_DIR = REPO_ROOT / "weights"  # <checkout>/weights: files already there are used
+ENV_DIR = "MRCNN_WEIGHTS_DIR"         # an explicit cache directory
+ENV_HOME = "FASHION_MRCNN_HOME"       # per-user data home; weights go to <home>/weights
+DEFAULT_HOME = Path("~/.keras/fashion_mrcnn")
 CHUNK = 1 << 20  # bytes read per network / disk step
 
 
@@ -138,9 +147,12 @@ _register_defaults()
 
 
 def default_cache_dir():
-    """MRCNN_WEIGHTS_DIR if set, else <repo>/weights."""
+    """Where downloads go: $MRCNN_WEIGHTS_DIR if set, else $FASHION_MRCNN_HOME/weights,
+    else ~/.keras/fashion_mrcnn/weights."""
     env = os.environ.get(ENV_DIR)
-    return Path(env).expanduser() if env else REPO_ROOT / "weights"
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get(ENV_HOME) or DEFAULT_HOME).expanduser() / "weights"
 
 
 def _entry(name):
@@ -151,8 +163,15 @@ def _entry(name):
 
 
 def weights_path(name, cache_dir=None):
-    """Where get_weights(name, cache_dir) puts (or expects) the file."""
-    return Path(cache_dir or default_cache_dir()) / _entry(name).filename
+    """Where get_weights(name, cache_dir) puts (or expects) the file: in cache_dir if
+    given; else a copy already in <checkout>/weights (unless $MRCNN_WEIGHTS_DIR is set);
+    else in default_cache_dir()."""
+    filename = _entry(name).filename
+    if cache_dir:
+        return Path(cache_dir) / filename
+    if not os.environ.get(ENV_DIR) and (CHECKOUT_DIR / filename).is_file():
+        return CHECKOUT_DIR / filename
+    return default_cache_dir() / filename
 
 
 def file_digest(path, algorithm):
@@ -239,7 +258,7 @@ def get_weights(name, cache_dir=None, force=False, timeout=30.0, progress=True):
 
     Args:
         name: a REGISTRY key ("coco", "resnet50-imagenet", ...).
-        cache_dir: directory for the files (default: MRCNN_WEIGHTS_DIR or <repo>/weights).
+        cache_dir: directory for the files (default: see weights_path).
         force: download again even if a verified file is present.
         timeout: seconds to wait on the network before giving up.
         progress: show a tqdm progress bar.
@@ -252,7 +271,7 @@ def get_weights(name, cache_dir=None, force=False, timeout=30.0, progress=True):
     """
     entry = _entry(name)
     final = weights_path(name, cache_dir)
-    part = final.with_name(final.name + ".part")
+    part = final.with_name(final.name + PART_SUFFIX)
     if final.exists() and not force:
         try:
             verify_file(final, entry)
@@ -275,7 +294,7 @@ def get_weights(name, cache_dir=None, force=False, timeout=30.0, progress=True):
         raise WeightsChecksumError(
             f"Download of '{name}' from {entry.url} is corrupt: {err} The partial "
             f"file was deleted; run again, or place a good copy at {final}.") from None
-    os.replace(part, final)
+    commit(part, final)
     return str(final)
 
 

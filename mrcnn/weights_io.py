@@ -11,11 +11,12 @@ Our checkpoints are written in the named layout, so they load by name into any m
 with the same layer names (e.g. a ResNet checkpoint into an EfficientNet model's heads).
 """
 import os
-import tempfile
 from collections import OrderedDict
 
 import h5py
 import numpy as np
+
+from mrcnn.fileio import atomic_path
 
 
 class WeightsLayoutError(ValueError):
@@ -63,29 +64,20 @@ def read_named_weights(path):
 
 
 def save_weights_by_name(model, path):
-    """Writes the model's weights in the named layout via a temp file and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".h5", dir=directory)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            names = [l.name for l in model.layers if l.weights]
-            f.attrs["layer_names"] = [n.encode("utf8") for n in names]
-            f.attrs["backend"] = b"tensorflow"
-            f.attrs["format"] = b"mrcnn-named-v1"
-            for layer in model.layers:
-                if not layer.weights:
-                    continue
-                g = f.create_group(layer.name)
-                wnames = [f"{layer.name}/{w.name}:0" for w in layer.weights]
-                g.attrs["weight_names"] = [n.encode("utf8") for n in wnames]
-                for n, w in zip(wnames, layer.weights):
-                    g.create_dataset(n, data=np.asarray(w.numpy()))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Writes the model's weights in the named layout, atomically (umask permissions)."""
+    with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
+        names = [l.name for l in model.layers if l.weights]
+        f.attrs["layer_names"] = [n.encode("utf8") for n in names]
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["format"] = b"mrcnn-named-v1"
+        for layer in model.layers:
+            if not layer.weights:
+                continue
+            g = f.create_group(layer.name)
+            wnames = [f"{layer.name}/{w.name}:0" for w in layer.weights]
+            g.attrs["weight_names"] = [n.encode("utf8") for n in wnames]
+            for n, w in zip(wnames, layer.weights):
+                g.create_dataset(n, data=np.asarray(w.numpy()))
     return path
 
 

@@ -59,6 +59,15 @@ def server():
     httpd.server_close()
 
 
+@pytest.fixture(autouse=True)
+def user_home(tmp_path, monkeypatch):
+    """Every test's per-user cache is a temporary directory, never ~."""
+    home = tmp_path / "home"
+    monkeypatch.setenv(W.ENV_HOME, str(home))
+    monkeypatch.delenv(W.ENV_DIR, raising=False)
+    return home
+
+
 @pytest.fixture
 def entry(server):
     RangeHandler.requests = []
@@ -99,6 +108,25 @@ def test_env_var_sets_cache_dir(tmp_path, entry, monkeypatch):
     monkeypatch.setenv("MRCNN_WEIGHTS_DIR", str(tmp_path / "env"))
     path = W.get_weights("test-local", progress=False)
     assert Path(path) == tmp_path / "env" / "w.h5"
+
+
+def test_default_cache_is_per_user_not_the_package(tmp_path, entry, user_home,
+                                                   monkeypatch):
+    monkeypatch.setattr(W, "CHECKOUT_DIR", tmp_path / "checkout" / "weights")
+    path = W.get_weights("test-local", progress=False)
+    assert Path(path) == user_home / "weights" / "w.h5"
+    assert Path(path).read_bytes() == PAYLOAD
+    monkeypatch.delenv(W.ENV_HOME)
+    assert W.default_cache_dir() == Path("~/.keras/fashion_mrcnn/weights").expanduser()
+
+
+def test_file_in_checkout_weights_is_found_first(tmp_path, entry, user_home, monkeypatch):
+    checkout = tmp_path / "checkout" / "weights"
+    checkout.mkdir(parents=True)
+    (checkout / "w.h5").write_bytes(PAYLOAD)
+    monkeypatch.setattr(W, "CHECKOUT_DIR", checkout)
+    assert W.get_weights("test-local", progress=False) == str(checkout / "w.h5")
+    assert not RangeHandler.requests and not (user_home / "weights").exists()
 
 
 def test_resume_from_partial_file(tmp_path, entry):

@@ -4,7 +4,6 @@ Stages follow the Caffe-style ResNet that matterport used: the stride of a stage
 first block sits on its first 1x1 convolution, and every convolution has a bias.
 ResNet18 (basic blocks, same naming scheme) is a compact option for CPU training.
 """
-import keras
 from keras import layers
 
 from mrcnn.layers.batch_norm import BatchNorm
@@ -101,11 +100,3 @@ def resnet18(input_image, config):
         x = basic_block(x, filters, stage, "b", train_bn)
         feats[f"C{stage}"] = x
     return feats
-
-
-def build_backbone_model(name, image_size=224, config=None):
-    """A standalone keras.Model of a backbone (for inspection and tests)."""
-    from mrcnn.backbones import get_backbone
-    inp = keras.Input((image_size, image_size, 3))
-    feats = get_backbone(name)(inp, config)
-    return keras.Model(inp, feats, name=f"{name}_backbone")

@@ -32,10 +32,12 @@ import numpy as np
 from tqdm import tqdm
 
 from mrcnn.data.records import BadSample, build_record
+from mrcnn.fileio import commit
 
 log = logging.getLogger("mrcnn")
 
 FORMAT_VERSION = 1
+PARTIAL_SUFFIX = ".partial"  # a build in progress (or killed) writes here
 CONFIG_FIELDS = ("IMAGE_RESIZE_MODE", "IMAGE_MIN_DIM", "IMAGE_MAX_DIM", "IMAGE_MIN_SCALE",
                  "NUM_CLASSES", "NUM_ATTRIBUTES")
 SKIPPABLE = (BadSample, ValueError, FileNotFoundError)
@@ -178,7 +180,8 @@ def build_h5_cache(dataset, config, path, num_workers=2, overwrite=False):
 
     An existing complete cache built from the same sources and config is reused unless
     ``overwrite``. Images that fail to load are skipped with a counted warning. The file
-    is written to ``path + ".partial"`` and renamed when complete.
+    is written to ``path + ".partial"`` (a stable name, so a killed build is recognised
+    by H5RecordSource) and committed with mrcnn.fileio.commit when complete.
     """
     path = str(path)
     fingerprint = dataset_fingerprint(dataset, config)
@@ -189,7 +192,7 @@ def build_h5_cache(dataset, config, path, num_workers=2, overwrite=False):
         log.warning("H5 cache %s: IMAGE_RESIZE_MODE is 'crop', so each image's random crop "
                     "is frozen in the cache; use 'square' or 'pad64' for cached data.", path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = path + ".partial"
+    partial = path + PARTIAL_SUFFIX
     skipped = []
     try:
         with h5py.File(partial, "w") as f:
@@ -205,7 +208,7 @@ def build_h5_cache(dataset, config, path, num_workers=2, overwrite=False):
             f.attrs["skipped"] = len(skipped)
             f.attrs["num_records"] = f["image_ids"].shape[0]
             f.attrs["complete"] = True
-        os.replace(partial, path)
+        commit(partial, path)
     except BaseException:
         if os.path.exists(partial):
             os.remove(partial)
@@ -233,7 +236,7 @@ class H5RecordSource:
                    f"{self.path!r}, overwrite=True) or delete it")
         if not os.path.exists(self.path):
             extra = (" (only a half-written .partial file exists: the build was interrupted)"
-                     if os.path.exists(self.path + ".partial") else "")
+                     if os.path.exists(self.path + PARTIAL_SUFFIX) else "")
             raise FileNotFoundError(f"H5 cache {self.path} does not exist{extra}; build it "
                                     "with build_h5_cache(dataset, config, path).")
         try:

@@ -7,10 +7,11 @@ renamed, so a crash never leaves a half-written PNG or CSV.
 
 import csv
 import io
-import os
 import sys
 
 import numpy as np
+
+from mrcnn.fileio import atomic_path, atomic_write_text
 
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # pycocotools' recall thresholds
 FIGURE_SIZE = (12.0, 5.0)  # inches
@@ -81,13 +82,8 @@ def plot_pr_curves(precision, category_names, path, top_k=8, iou_thresholds=(0.5
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
-    tmp = os.fspath(path) + ".tmp"
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
@@ -127,10 +123,7 @@ def write_per_class_table(rows, csv_path=None, columns=None, stream=sys.stdout, 
         writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-        tmp = os.fspath(csv_path) + ".tmp"
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(buffer.getvalue())
-        os.replace(tmp, csv_path)
+        atomic_write_text(csv_path, buffer.getvalue())
     table = format_table(rows, columns)
     if stream is not None:
         print(table, file=stream)

@@ -18,6 +18,8 @@ import os
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from mrcnn.fileio import atomic_open
+
 REQUIRED_KEYS = ("image_id", "category_id", "score")
 
 
@@ -276,10 +278,10 @@ def read_predictions(path, attribute_index_to_id=None, attribute_threshold=0.5,
 
 
 class PredictionWriter:
-    """Write predictions as JSON Lines, atomically.
+    """Write predictions as JSON Lines, atomically (through mrcnn.fileio.atomic_open).
 
-    Lines go to `path + ".tmp"`; on a clean exit the file is renamed to `path`, on
-    an exception the temporary file is removed, so `path` is never half written.
+    Lines go to a temporary file beside `path`; on a clean exit it becomes `path`, on
+    an exception it is removed, so `path` is never half written.
 
     Example:
         with PredictionWriter("out/predictions.jsonl") as writer:
@@ -289,14 +291,13 @@ class PredictionWriter:
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        self.tmp_path = self.path + ".tmp"
         self.count = 0
         self._file = None
+        self._atomic = None
 
     def __enter__(self):
-        parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
-        self._file = open(self.tmp_path, "w", encoding="utf-8")
+        self._atomic = atomic_open(self.path, "w")
+        self._file = self._atomic.__enter__()
         return self
 
     def write(self, record):
@@ -312,12 +313,8 @@ class PredictionWriter:
             self.write(record)
 
     def __exit__(self, exc_type, exc, tb):
-        self._file.close()
-        self._file = None
-        if exc_type is None:
-            os.replace(self.tmp_path, self.path)
-        elif os.path.exists(self.tmp_path):
-            os.remove(self.tmp_path)
+        atomic, self._atomic, self._file = self._atomic, None, None
+        atomic.__exit__(exc_type, exc, tb)
         return False
 
 

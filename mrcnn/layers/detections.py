@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from mrcnn.layers.proposals import float32_kwargs, setting
+from mrcnn.meta import parse_image_meta_graph
 from mrcnn.ops import boxes as box_ops
 
 # Boxes are clipped into a window inside [0, 1]; shifting each class by this much puts
@@ -98,7 +99,7 @@ class DetectionLayer(keras.layers.Layer):
         rois = tf.cast(inputs[0], tf.float32)  # [B, N, 4]
         probs = tf.cast(inputs[1], tf.float32)  # [B, N, C]
         deltas = tf.cast(inputs[2], tf.float32)  # [B, N, C, 4]
-        meta = box_ops.parse_image_meta_graph(inputs[3])
+        meta = parse_image_meta_graph(inputs[3])
         window = box_ops.norm_boxes(meta["window"], meta["image_shape"][:, :2])  # [B, 4]
         detections, roi_index = refine_detections(
             rois, probs, deltas, window, self.bbox_std_dev,

@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from mrcnn.layers.proposals import float32_kwargs
+from mrcnn.meta import parse_image_meta_graph
 from mrcnn.ops import boxes as box_ops
 
 
@@ -62,7 +63,7 @@ class PyramidROIAlign(keras.layers.Layer):
 
     def call(self, inputs):
         boxes = tf.stop_gradient(tf.cast(inputs[0], tf.float32))  # [B, N, 4]
-        image_shape = box_ops.parse_image_meta_graph(inputs[1])["image_shape"]  # [B, 3]
+        image_shape = parse_image_meta_graph(inputs[1])["image_shape"]  # [B, 3]
         feature_maps = [tf.cast(f, tf.float32) for f in inputs[2:6]]  # [B, h_l, w_l, C]
         levels = roi_pyramid_levels(boxes, image_shape)  # [B, N]
         batch = tf.shape(boxes)[0]

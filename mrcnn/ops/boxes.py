@@ -9,12 +9,6 @@ docstring says otherwise, so layers can stay vectorised over the batch.
 import numpy as np
 import tensorflow as tf
 
-# Offsets into image meta (see docs/interfaces.md):
-# [image_id(1), original_shape(3), image_shape(3), window(4), scale(1), active_class_ids]
-_META_IMAGE_SHAPE = slice(4, 7)
-_META_WINDOW = slice(7, 11)
-
-
 BBOX_DELTA_CLAMP = float(np.log(1000.0 / 16))
 
 
@@ -32,7 +26,7 @@ def apply_box_deltas(boxes, deltas):
     boxes = tf.cast(boxes, tf.float32)
     deltas = tf.cast(deltas, tf.float32)
     # Untrained or diverging heads can predict huge size deltas; exp() of them gives
-    # inf/NaN boxes that break ROI align. Clamp as detectron2 does (log(1000 / 16)).
+    # inf/NaN boxes that break ROI align, so they are clamped at log(1000 / 16).
     deltas = tf.concat([deltas[..., :2], tf.minimum(deltas[..., 2:], BBOX_DELTA_CLAMP)], -1)
     height = boxes[..., 2] - boxes[..., 0]  # [...]
     width = boxes[..., 3] - boxes[..., 1]  # [...]
@@ -156,19 +150,6 @@ def trim_zeros(boxes):
 def non_zero_rows(boxes):
     """``[..., N, 4]`` -> ``[..., N]`` bool, True where a row is not zero padding."""
     return tf.reduce_any(tf.not_equal(boxes, 0), axis=-1)
-
-
-def parse_image_meta_graph(meta):
-    """Splits ``[B, IMAGE_META_SIZE]`` image meta into its fields (float32 tensors)."""
-    meta = tf.cast(meta, tf.float32)
-    return {
-        "image_id": meta[:, 0],  # [B]
-        "original_image_shape": meta[:, 1:4],  # [B, 3]
-        "image_shape": meta[:, _META_IMAGE_SHAPE],  # [B, 3] (h, w, c)
-        "window": meta[:, _META_WINDOW],  # [B, 4] pixels (y1, x1, y2, x2)
-        "scale": meta[:, 11],  # [B]
-        "active_class_ids": meta[:, 12:],  # [B, NUM_CLASSES]
-    }
 
 
 def batched_nms_padded(boxes, scores, max_output_size, iou_threshold,

@@ -6,6 +6,8 @@ Everything here is graph code, so the TFRecord / TPU input path runs without Pyt
 import numpy as np
 import tensorflow as tf
 
+from mrcnn.ops import boxes as box_ops
+
 
 def boxes_from_masks(masks):
     """[H, W, N] bool -> [N, (y1, x1, y2, x2)] int32, exclusive y2/x2; empty -> zeros."""
@@ -37,31 +39,6 @@ def crop_masks(masks, boxes, out_shape):
     return tf.transpose(crops[..., 0] >= 0.5, [1, 2, 0])
 
 
-def _iou(boxes1, boxes2):
-    """[N1, 4] x [N2, 4] float32 -> [N1, N2]."""
-    b1 = boxes1[:, None, :]
-    b2 = boxes2[None, :, :]
-    y1 = tf.maximum(b1[..., 0], b2[..., 0])
-    x1 = tf.maximum(b1[..., 1], b2[..., 1])
-    y2 = tf.minimum(b1[..., 2], b2[..., 2])
-    x2 = tf.minimum(b1[..., 3], b2[..., 3])
-    inter = tf.maximum(y2 - y1, 0.) * tf.maximum(x2 - x1, 0.)
-    a1 = (b1[..., 2] - b1[..., 0]) * (b1[..., 3] - b1[..., 1])
-    a2 = (b2[..., 2] - b2[..., 0]) * (b2[..., 3] - b2[..., 1])
-    return inter / tf.maximum(a1 + a2 - inter, 1e-9)
-
-
-def _deltas(boxes, gt):
-    """Box refinement deltas (dy, dx, log dh, log dw), matterport's pixel convention."""
-    h = boxes[:, 2] - boxes[:, 0]
-    w = boxes[:, 3] - boxes[:, 1]
-    gh = gt[:, 2] - gt[:, 0]
-    gw = gt[:, 3] - gt[:, 1]
-    return tf.stack([(gt[:, 0] + 0.5 * gh - boxes[:, 0] - 0.5 * h) / h,
-                     (gt[:, 1] + 0.5 * gw - boxes[:, 1] - 0.5 * w) / w,
-                     tf.math.log(gh / h), tf.math.log(gw / w)], axis=1)
-
-
 def rpn_targets(anchors, gt_class_ids, gt_boxes, config):
     """Anchor labels and deltas for RPN training (matterport's build_rpn_targets).
 
@@ -77,9 +54,9 @@ def rpn_targets(anchors, gt_class_ids, gt_boxes, config):
     dummy = tf.zeros([1, 4], tf.float32)
     objects = tf.concat([tf.boolean_mask(gt_boxes, tf.logical_not(crowd)), dummy], 0)
     crowds = tf.concat([tf.boolean_mask(gt_boxes, crowd), dummy], 0)
-    no_crowd = tf.reduce_max(_iou(anchors, crowds), axis=1) < 0.001       # [A]
+    no_crowd = tf.reduce_max(box_ops.overlaps(anchors, crowds), axis=1) < 0.001  # [A]
 
-    overlaps = _iou(anchors, objects)                                   # [A, G+1]
+    overlaps = box_ops.overlaps(anchors, objects)                       # [A, G+1]
     best_gt = tf.argmax(overlaps, axis=1, output_type=tf.int32)         # [A]
     best_iou = tf.reduce_max(overlaps, axis=1)                          # [A]
     gt_max = tf.reduce_max(overlaps, axis=0)                            # [G+1]
@@ -97,7 +74,8 @@ def rpn_targets(anchors, gt_class_ids, gt_boxes, config):
 
     pos_anchors = tf.gather(anchors, pos_idx)
     pos_gt = tf.gather(objects, tf.gather(best_gt, pos_idx))
-    deltas = _deltas(pos_anchors, pos_gt) / np.asarray(config.RPN_BBOX_STD_DEV, np.float32)
+    deltas = box_ops.box_refinement(pos_anchors, pos_gt)                # [P, 4]
+    deltas = deltas / np.asarray(config.RPN_BBOX_STD_DEV, np.float32)
     rpn_bbox = tf.pad(deltas, [[0, total - num_pos], [0, 0]])
     return match, tf.ensure_shape(rpn_bbox, [total, 4])
 
