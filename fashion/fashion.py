@@ -1,6 +1,8 @@
 """Mask R-CNN for clothes: train, evaluate, detect, submit, score, check and demo.
 
-Run as a script from anywhere (it puts the repository root on sys.path):
+Run as a script from anywhere (it puts the repository root on sys.path), or as
+`fashion-mrcnn` once the package is installed; relative paths (data/demo, logs/,
+results/) are under the current directory:
 
     python fashion/fashion.py demo
     python fashion/fashion.py train --dataset demo --weights none --time-budget 10

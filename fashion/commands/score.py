@@ -1,4 +1,4 @@
-"""`score` (a predictions file against annotations) and `check` (the seed's mask
+"""`score` (a predictions file against annotations) and `check` (a mask
 regression check: every expected mask needs a predicted mask with IoU > 0.9)."""
 import argparse
 import json

@@ -1,4 +1,4 @@
-"""Mask R-CNN on MS COCO or any COCO-format dataset (matterport's sample, ported).
+"""Mask R-CNN on MS COCO or any COCO-format dataset, with matterport's coco.py commands.
 
     # train from matterport's COCO weights (heads, then 4+, then all)
     python samples/coco/coco.py train --dataset /data/coco --year 2017 --model coco
