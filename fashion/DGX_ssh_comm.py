@@ -4,9 +4,15 @@ Pure Python (paramiko): no ssh, scp or rsync binaries needed locally. On the rem
 it needs a POSIX ``sh``, ``setsid`` (util-linux), ``/proc`` (Linux) and, for ``--docker``,
 docker with the NVIDIA container toolkit.
 
-Connection settings come from flags, then environment variables, then a config file::
+Run it as ``python fashion/DGX_ssh_comm.py`` or, once the package is installed, as
+``dgx-ssh`` (same arguments).
 
-    --host --port --user --key --known-hosts --config     (flags)
+Connection settings come from flags, then environment variables, then a config file.
+The connection flags may stand before or after the command word: ``--host dgx --user
+me status ...`` and ``status ... --host dgx --user me`` are the same::
+
+    --host --port --user --key --known-hosts --config --timeout
+    --accept-new-host-key --ask-password --verbose         (flags)
     DGX_HOST DGX_PORT DGX_USER DGX_KEY DGX_KNOWN_HOSTS DGX_DEST DGX_DOCKER_IMAGE DGX_CONFIG
 
     # dgx.ini                                  # or dgx.json
@@ -24,9 +30,18 @@ on the command line or stored in a file. The host key is checked against ``known
 fingerprint (check it, then rerun with ``--accept-new-host-key`` to record it); a changed
 key is always refused. Remote relative paths start in the remote home directory.
 
-Commands (every failure prints one sentence and exits with code 2)::
+Connection failures are one sentence each (exit code 2): no such host name, connection
+refused, timed out after N s (``--timeout``, default 10), not an SSH server at HOST:PORT,
+authentication refused, unknown or changed host key. The SSH library's own messages and
+tracebacks go to ``~/.cache/fashion-mrcnn/dgx_ssh.log`` (``$XDG_CACHE_HOME`` if set),
+never to the terminal; ``--verbose`` prints them to stderr as well.
+
+Commands (every failure prints one sentence and exits with code 2; the examples take
+host, user and key from DGX_* variables or a config file, or add ``--host dgx --user me``
+before or after the command)::
 
     # send the project (only new or changed files; .gitignore and --exclude respected)
+    python fashion/DGX_ssh_comm.py --host dgx --user me sync --src . --dest work/fashion
     python fashion/DGX_ssh_comm.py sync --src . --dest work/fashion --exclude 'data/'
 
     # start training detached (survives the SSH session); prints a run id
@@ -49,6 +64,7 @@ Commands (every failure prints one sentence and exits with code 2)::
 
     # the original short form: sync SRC to DEST, then run the shell command CMD there
     python fashion/DGX_ssh_comm.py -s . -d work/fashion -c "python train.py --epochs 10"
+    python fashion/DGX_ssh_comm.py --host dgx -s . -d work/fashion -c "nvidia-smi"
 
 Details:
 
@@ -69,7 +85,10 @@ Details:
   container), waits ``--grace`` seconds, then sends KILL; the run shows exit code 143
   (TERM) or 137 (KILL).
 - ``fetch`` downloads into ``LOCAL/NAME`` through ``NAME.part``, resumes a ``.part``
-  from its size, checks the size and renames atomically; unchanged files are skipped.
+  from its size, checks the size and renames atomically; unchanged files are skipped. A
+  local write failure (disk full, permission) is one sentence naming the path.
+- Everything after the first ``--`` of ``run`` is the remote command, passed on
+  untouched (it may itself contain ``--host`` or ``--``).
 """
 import argparse
 import sys
