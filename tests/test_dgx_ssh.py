@@ -378,7 +378,7 @@ def test_docker_command_is_quoted():
     assert DGX_ssh_comm._docker_image(args, load_settings({})) == "fashion-mrcnn:latest"
 
 
-def test_seed_short_form_via_subprocess(server, flags, tmp_path):
+def test_original_short_form_via_subprocess(server, flags, tmp_path):
     src, dest = tmp_path / "src", tmp_path / "remote"
     src.mkdir()
     (src / "data.txt").write_text("42\n")
