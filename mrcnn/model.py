@@ -343,7 +343,7 @@ def find_last(model_dir, name):
 
 def _named_outputs(model):
     """A model's outputs as a dict name -> KerasTensor ({} for list outputs)."""
-    return dict(zip(model.output_names, model.outputs)) if model.output_names else {}
+    return dict(model.output) if isinstance(model.output, dict) else {}
 
 
 def _float32(tensor, name):
