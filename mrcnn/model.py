@@ -318,6 +318,15 @@ class MaskRCNN:
         values = values if isinstance(values, (list, tuple)) else [values]
         return OrderedDict((n, np.asarray(v)) for (n, _), v in zip(outputs, values))
 
+    # ------------------------------------------------------------------ export
+    def export(self, path, format="saved_model", class_names=None, attribute_names=None,
+               **options):
+        """Exports this inference model: "saved_model" (PATH/1/, TF Serving), "onnx"
+        (PATH/model.onnx) or "tflite" (PATH/model.tflite), with labels.json; returns the
+        model's path. The exports give detect()'s detections (see mrcnn.export)."""
+        from mrcnn.export import export
+        return export(self, path, format, class_names, attribute_names, **options)
+
 
 def find_last(model_dir, name):
     """Path of the last checkpoint of the newest run named `name` under model_dir.

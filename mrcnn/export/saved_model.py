@@ -1,0 +1,60 @@
+"""TF SavedModel export with two signatures, served by TF Serving as is.
+
+    DIR/1/saved_model.pb, variables/, assets/labels.json
+
+- ``serving_default``: ``images`` tf.string [B] of encoded JPEG / PNG / GIF / BMP bytes,
+  any sizes (decoded, resized and molded in the graph);
+- ``image_tensor``: ``images`` uint8 [B, H, W, 3] (one size per batch).
+
+Both return the outputs of ``mrcnn.export.serving`` by name. The directory loads with
+``tf.saved_model.load`` alone: no Keras, no custom objects, no code of this project.
+"""
+import os
+
+import tensorflow as tf
+
+from mrcnn.export import preprocess
+from mrcnn.export.metadata import ExportError
+from mrcnn.export.serving import serving_outputs
+from mrcnn.fileio import atomic_directory, write_json
+
+STRING_SPEC = tf.TensorSpec([None], tf.string, name="images")
+IMAGE_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
+
+
+def image_fn(keras_model, config):
+    """uint8 [B, H, W, 3] -> outputs dict (the image_tensor signature's function)."""
+    def image_tensor(images):
+        molded, metas = preprocess.mold_batch(images, config)
+        return serving_outputs(keras_model, config, molded, metas)
+    return image_tensor
+
+
+def encoded_fn(keras_model, config):
+    """tf.string [B] -> outputs dict (the serving_default signature's function)."""
+    def serving_default(images):
+        molded, metas = preprocess.decode_batch(images, config)
+        return serving_outputs(keras_model, config, molded, metas)
+    return serving_default
+
+
+def export_saved_model(model, path, meta, version=1):
+    """Writes PATH/<version>/ (a SavedModel with assets/labels.json); returns its path."""
+    from keras.export import ExportArchive
+    config = model.config
+    target = os.path.join(path, str(int(version)))
+    archive = ExportArchive()
+    archive.track(model.keras_model)
+    archive.add_endpoint("serving_default", encoded_fn(model.keras_model, config),
+                         input_signature=[STRING_SPEC])
+    archive.add_endpoint("image_tensor", image_fn(model.keras_model, config),
+                         input_signature=[IMAGE_SPEC])
+    with atomic_directory(target) as tmp:
+        try:
+            archive.write_out(tmp, verbose=False)
+        except (ValueError, TypeError, tf.errors.OpError) as e:
+            raise ExportError(f"The SavedModel export failed: {' '.join(str(e).split())[:300]}."
+                              ) from e
+        os.makedirs(os.path.join(tmp, "assets"), exist_ok=True)
+        write_json(os.path.join(tmp, "assets", "labels.json"), meta)
+    return target
