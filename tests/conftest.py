@@ -42,6 +42,23 @@ def tiny_config():
     return TinyConfig()
 
 
+@pytest.fixture
+def deterministic():
+    """For a training test: seeds Python, numpy and TF (keras.utils.set_random_seed(0))
+    and turns on TF op determinism, so the test computes the same losses on every run of
+    one machine (without it, thread scheduling changes even the first loss: 5.77 vs
+    5.86). The previous determinism setting is restored afterwards."""
+    import keras
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config  # disable is not public
+    was_enabled = tf_config.is_op_determinism_enabled()
+    keras.utils.set_random_seed(0)
+    tf.config.experimental.enable_op_determinism()
+    yield
+    if not was_enabled:
+        tf_config.disable_op_determinism()
+
+
 @pytest.fixture(scope="session")
 def shapes_data():
     """(train, val) ShapesDataset at 128 px."""

@@ -74,20 +74,28 @@ def test_pipeline_batches_have_static_shapes(tiny_config, shapes_data):
     assert (ids[:, 0] > 0).all()
 
 
-def test_training_loss_falls_on_a_fixed_batch(tiny_config, shapes_data):
-    """Repeated steps on one batch must fit it: total loss falls clearly."""
+def test_training_loss_falls_on_a_fixed_batch(tiny_config, shapes_data, deterministic):
+    """Repeated steps on one batch must fit it: total loss falls clearly.
+
+    Seeds and op determinism (the `deterministic` fixture) make the losses identical on
+    every run of one machine; the learning rate and the assertion leave room for other
+    machines. At lr 0.01 the tiny model's loss swung 2-13 (5.77, 4.85, 11.0, ... 13.3);
+    at 0.003 it falls 5.77 -> 1.47 (deterministic), and in unseeded, nondeterministic
+    runs the last four steps still reached 1.27 and 1.22 though single steps spiked to
+    7.4 (random ROI sampling). So: the best of the last four steps is below half the
+    first loss (measured ratio 0.21-0.26, i.e. a 2x margin).
+    """
     from mrcnn import graph
-    tf.keras.utils.set_random_seed(0)
     inputs, outputs = graph.build_training_graph(tiny_config)
     model = MaskRCNNTrainModel(inputs, outputs, tiny_config)
     set_trainable(model, LAYER_REGEX["all"])
-    model.compile(optimizer=make_optimizer(tiny_config, 0.01))
+    model.compile(optimizer=make_optimizer(tiny_config, 0.003))
     batch = next(iter(training_inputs(shapes_data[0], tiny_config, 2, shuffle=False,
                                       repeat=False, seed=0)))
     losses = [float(model.train_on_batch(batch, return_dict=True)["loss"])
               for _ in range(12)]
     assert np.isfinite(losses).all()
-    assert min(losses[-3:]) < 0.6 * losses[0], losses
+    assert min(losses[-4:]) < 0.5 * losses[0], losses
 
 
 def test_train_writes_checkpoint_logs_and_resumes(trained_tiny, tiny_config, shapes_data):
