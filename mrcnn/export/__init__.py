@@ -22,7 +22,8 @@ def export(model, path, format="saved_model", class_names=None, attribute_names=
            **options):
     """Writes `model` (an inference-mode MaskRCNN) to `path` in `format`; returns the
     path of the written model (the SavedModel's version directory, the .onnx or the
-    .tflite file)."""
+    .tflite file). options: metadata (a JSON-able dict stored in labels.json under
+    "extra"), version (SavedModel version directory, default 1)."""
     if format not in FORMATS:
         raise ExportError(f"Export format {format!r} is unknown; use one of "
                           f"{', '.join(FORMATS)}.")
@@ -33,7 +34,8 @@ def export(model, path, format="saved_model", class_names=None, attribute_names=
         raise ExportError(f"IMAGE_RESIZE_MODE {model.config.IMAGE_RESIZE_MODE!r} cannot be "
                           "exported; exports resize in 'square' mode, set it before "
                           "building the model.")
-    meta = labels_metadata(model.config, class_names, attribute_names, format)
+    meta = labels_metadata(model.config, class_names, attribute_names, format,
+                           options.pop("metadata", None))
     path = os.fspath(path)
     if format == "saved_model":
         from mrcnn.export.saved_model import export_saved_model

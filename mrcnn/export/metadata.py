@@ -36,8 +36,10 @@ def _json_safe(value):
     return repr(value)
 
 
-def labels_metadata(config, class_names=None, attribute_names=None, fmt="saved_model"):
-    """The labels.json content of an export."""
+def labels_metadata(config, class_names=None, attribute_names=None, fmt="saved_model",
+                    extra=None):
+    """The labels.json content of an export; `extra` (JSON-able dict, e.g. category ids)
+    is stored under "extra"."""
     n_cls, n_attr = int(config.NUM_CLASSES), int(config.NUM_ATTRIBUTES or 0)
     class_names = list(class_names) if class_names is not None else \
         ["BG"] + [f"class_{i}" for i in range(1, n_cls)]
@@ -60,6 +62,7 @@ def labels_metadata(config, class_names=None, attribute_names=None, fmt="saved_m
         "mask_shape": [int(s) for s in config.MASK_SHAPE],
         "outputs": {k: OUTPUT_DOCS[k] for k in output_names(config)},
         "config": _json_safe(config.to_dict()),
+        "extra": _json_safe(dict(extra or {})),
     }
     json.dumps(meta)
     return meta

@@ -114,13 +114,25 @@ def mold_batch(images, config):
     return molded_input(padded, config), metas
 
 
+def decode_image(data):
+    """Encoded bytes -> uint8 [H, W, 3], pixel for pixel what PIL's
+    ``Image.open(...).convert("RGB")`` gives (JPEG with the accurate integer IDCT, as
+    PIL decodes it; TF's default fast IDCT differs by a few levels)."""
+    def jpeg():
+        return tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
+
+    def other():
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        return tf.ensure_shape(image, [None, None, 3])
+    return tf.cond(tf.io.is_jpeg(data), jpeg, other)
+
+
 def decode_batch(encoded, config):
     """tf.string [B] of JPEG/PNG/GIF/BMP bytes -> (molded [B, S, S, 3], meta [B, META])."""
     side = int(config.IMAGE_MAX_DIM)
 
     def one(data):
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        return mold_one(image, config)
+        return mold_one(decode_image(data), config)
     padded, metas = tf.map_fn(
         one, encoded,
         fn_output_signature=(tf.TensorSpec([side, side, 3], tf.uint8),

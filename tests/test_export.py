@@ -1,0 +1,208 @@
+"""Exports (SavedModel, ONNX, TFLite) against detect() on the same weights, strictly.
+
+One calibrated tiny model (tests/export_model.py: ResNet18, 128 px, 3 classes,
+5 attributes) and its exports are shared by the module. Every format must give, on 12
+images of varied sizes (smaller and larger than the input, both aspect ratios), the same
+detection count and class ids, boxes within 0.5 px, scores and attribute probabilities
+within 1e-4 and mask IoU >= 0.99 per instance (tests/parity.py).
+"""
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mrcnn.export import ExportError, postprocess, preprocess
+from tests.export_model import build_export_model, smooth_images
+from tests.parity import compare
+
+SIZES = [(90, 60), (128, 128), (300, 200), (50, 170), (640, 480), (37, 41), (128, 64),
+         (200, 201), (99, 100), (1000, 30), (64, 64), (129, 255)]
+FIGURES = {}
+
+
+def png_bytes(image):
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return build_export_model(tmp_path_factory.mktemp("export_logs"))
+
+
+@pytest.fixture(scope="module")
+def images():
+    return smooth_images(1, SIZES)
+
+
+@pytest.fixture(scope="module")
+def reference(model, images):
+    """detect() on each image (batch size 1, as the inference config has)."""
+    results = model.detect(images)
+    assert sum(len(r["class_ids"]) for r in results) > 3 * len(images)
+    return results
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    return tmp_path_factory.mktemp("exports")
+
+
+@pytest.fixture(scope="module")
+def saved_model_dir(model, exports):
+    names = ["BG", "shirt", "skirt", "shoe"]
+    attrs = ["plain", "striped", "floral", "dotted", "checked"]
+    return model.export(str(exports / "saved_model"), "saved_model", class_names=names,
+                        attribute_names=attrs, metadata={"category_ids": [-1, 1, 2, 3]})
+
+
+@pytest.fixture(scope="module")
+def loaded(saved_model_dir):
+    return tf.saved_model.load(saved_model_dir)
+
+
+def record(name, figures):
+    FIGURES[name] = figures
+    print(f"\nparity {name}: " + ", ".join(f"{k}={v:.3g}" for k, v in figures.items()))
+
+
+# ---------------------------------------------------------------------- preprocessing
+def test_in_graph_molding_is_bit_identical_to_numpy(model):
+    config = model.config
+    fn = tf.function(lambda im: preprocess.mold_one(im, config), reduce_retracing=True)
+    rng = np.random.default_rng(5)
+    sizes = SIZES + [tuple(rng.integers(3, 400, 2)) for _ in range(20)]
+    for h, w in sizes:
+        image = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+        ref_image, ref_meta = preprocess.numpy_reference(image, config)
+        padded, meta = fn(tf.constant(image))
+        np.testing.assert_array_equal(padded.numpy(), ref_image, err_msg=f"{h}x{w}")
+        np.testing.assert_array_equal(meta.numpy(), ref_meta, err_msg=f"{h}x{w}")
+
+
+# ---------------------------------------------------------------------- SavedModel
+def test_saved_model_layout_and_labels(saved_model_dir, model):
+    assert saved_model_dir.endswith(os.sep + "1")                    # TF Serving version
+    assert os.path.isfile(os.path.join(saved_model_dir, "saved_model.pb"))
+    with open(os.path.join(saved_model_dir, "assets", "labels.json")) as f:
+        labels = json.load(f)
+    assert labels["class_names"] == ["BG", "shirt", "skirt", "shoe"]
+    assert labels["attribute_names"][1] == "striped"
+    assert labels["input_size"] == 128 and labels["extra"]["category_ids"] == [-1, 1, 2, 3]
+    assert labels["config"]["NUM_ATTRIBUTES"] == 5
+    assert "detection_attributes" in labels["outputs"]
+
+
+def test_saved_model_image_tensor_matches_detect(loaded, images, reference):
+    figures = {}
+    fn = loaded.signatures["image_tensor"]
+    for i, (image, ref) in enumerate(zip(images, reference)):
+        out = fn(images=tf.constant(image[None]))
+        got = postprocess.to_results(out, [image.shape])[0]
+        compare(ref, got, figures, f"image_tensor {image.shape}")
+        assert out["detection_masks"].shape[2:] == (28, 28)
+    record("saved_model image_tensor", figures)
+
+
+def test_saved_model_serving_default_batch_of_encoded_images(loaded, images, reference):
+    """One call with all 12 PNGs of different sizes (decoded and resized in the graph)."""
+    out = loaded.signatures["serving_default"](
+        images=tf.constant([png_bytes(im) for im in images]))
+    assert out["detection_boxes"].shape[0] == len(images)
+    figures = {}
+    results = postprocess.to_results(out, [im.shape for im in images])
+    for image, ref, got in zip(images, reference, results):
+        compare(ref, got, figures, f"serving_default {image.shape}")
+    record("saved_model serving_default", figures)
+
+
+def test_jpeg_bytes_decode_like_pil(loaded, images, model):
+    """serving_default decodes JPEG as PIL does (libjpeg-turbo, same IDCT)."""
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(images[2]).save(buf, format="JPEG", quality=90)
+    decoded = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    ref = model.detect([decoded])[0]
+    out = loaded.signatures["serving_default"](images=tf.constant([buf.getvalue()]))
+    compare(ref, postprocess.to_results(out, [decoded.shape])[0], where="jpeg")
+
+
+def test_paste_masks_and_rle(loaded, images, reference):
+    from pycocotools import mask as mask_utils
+    image, ref = images[4], reference[4]
+    out = loaded.signatures["image_tensor"](images=tf.constant(image[None]))
+    n = int(out["num_detections"][0])
+    masks, scores = postprocess.paste_masks(out["detection_boxes"][0, :n].numpy(),
+                                            out["detection_masks"][0, :n].numpy(),
+                                            image.shape)
+    np.testing.assert_array_equal(masks, ref["masks"])
+    np.testing.assert_allclose(scores, ref["mask_scores"], atol=1e-4)
+    rle = postprocess.to_rle(masks[..., 0])
+    assert rle["size"] == list(image.shape[:2])
+    np.testing.assert_array_equal(mask_utils.decode(dict(rle, counts=rle["counts"].encode())),
+                                  masks[..., 0])
+
+
+_ISOLATED = textwrap.dedent("""
+    import importlib.abc, json, sys
+    root = sys.argv[1]
+    sys.path[:] = [p for p in sys.path if p and not p.startswith(root)]
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("mrcnn", "fashion", "tests"):
+                raise ImportError(name + " is blocked")
+    sys.meta_path.insert(0, Block())
+    import numpy as np, tensorflow as tf
+    try:
+        import mrcnn
+        raise SystemExit("mrcnn is importable")
+    except ImportError:
+        pass
+    model = tf.saved_model.load(sys.argv[2])
+    data = np.load(sys.argv[3])
+    a = model.signatures["image_tensor"](images=tf.constant(data["image"][None]))
+    b = model.signatures["serving_default"](images=tf.constant([data["png"].tobytes()]))
+    np.savez(sys.argv[4], **{"a_" + k: v.numpy() for k, v in a.items()},
+             **{"b_" + k: v.numpy() for k, v in b.items()})
+    print(json.dumps(sorted(model.signatures.keys())))
+""")
+
+
+def test_saved_model_loads_where_project_is_not_importable(saved_model_dir, images,
+                                                           reference, tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    image = images[2]
+    np.savez(tmp_path / "in.npz", image=image,
+             png=np.frombuffer(png_bytes(image), np.uint8))
+    script = tmp_path / "load.py"
+    script.write_text(_ISOLATED)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    proc = subprocess.run([sys.executable, "-P", str(script), root,
+                           os.path.abspath(saved_model_dir), str(tmp_path / "in.npz"),
+                           str(tmp_path / "out.npz")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["image_tensor",
+                                                                "serving_default"]
+    out = np.load(tmp_path / "out.npz")
+    for prefix in ("a_", "b_"):
+        outputs = {k[2:]: out[k] for k in out.files if k.startswith(prefix)}
+        compare(reference[2], postprocess.to_results(outputs, [image.shape])[0],
+                where=f"isolated {prefix}")
+
+
+def test_export_errors_are_one_sentence(model, tmp_path):
+    with pytest.raises(ExportError, match="unknown"):
+        model.export(str(tmp_path / "x"), "caffe")
+    with pytest.raises(ExportError, match="class names"):
+        model.export(str(tmp_path / "x"), "saved_model", class_names=["BG", "a"])
+    assert not os.path.exists(tmp_path / "x")
