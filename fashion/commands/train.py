@@ -269,7 +269,6 @@ def run(args):
         raise CLIError(TPU_NEEDS_RECORDS)
     from mrcnn import distribute
     from mrcnn.model import MaskRCNN
-    from mrcnn.precision import describe_precision
     from mrcnn.training import parse_schedule
     strategy = get_strategy(args.strategy, args.tpu)  # first: before other TF work
     tpu = distribute.is_tpu(strategy)
@@ -291,14 +290,12 @@ def run(args):
     stages = parse_schedule(schedule, config.LEARNING_RATE)
     val = _validation(config, data)
     model = MaskRCNN("training", config, args.logs, strategy=strategy)
-    print(f"Precision: {describe_precision(config.MIXED_PRECISION)}")
     _load_start_weights(model, start, args)
     if distribute.is_chief(strategy):  # other workers of a multi-worker run write nothing
         os.makedirs(model.log_dir, exist_ok=True)
         write_run_file(model.log_dir, config, data.meta,
                        {"schedule": schedule, "weights": args.weights,
-                        "tfrecords": args.tfrecords, "val_tfrecords": args.val_tfrecords,
-                        "precision": model.precision})
+                        "tfrecords": args.tfrecords, "val_tfrecords": args.val_tfrecords})
     data.val = val
     train_src, val_src = _sources(args, config, data, strategy)
     augmentation = _augmentation(args.augment, graph_only=bool(args.tfrecords) or tpu)
