@@ -69,11 +69,9 @@ def add_parser(subparsers, parents):
     p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
                    help="stop cleanly after this many minutes (final checkpoint kept)")
     p.add_argument("--mixed-precision", nargs="?", const="mixed_float16", default=None,
-                   choices=["auto", "mixed_float16", "mixed_bfloat16", "float32"],
-                   help="auto (the default: bfloat16 on CPUs with avx512_bf16/AMX and "
-                   "GPUs of compute capability >= 8, float16 on 7.x GPUs, else float32), "
-                   "mixed_float16 (the value when the flag is bare), mixed_bfloat16 (the "
-                   "default with --strategy tpu) or float32 (off)")
+                   choices=["mixed_float16", "mixed_bfloat16", "float32"],
+                   help="mixed_float16 (the value when the flag is bare; GPUs), "
+                   "mixed_bfloat16 (the default with --strategy tpu) or float32 (off)")
     p.add_argument("--h5py-dataset", action="store_true",
                    help="build (or reuse) an H5 cache of resized records under "
                    "<logs>/cache and train from it")
