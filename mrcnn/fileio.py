@@ -66,21 +66,32 @@ def _remove(path):
 
 
 @contextlib.contextmanager
-def atomic_path(path, suffix=None):
-    """Yields a temporary path beside `path`; renamed onto `path` when the block ends
-    without an exception, removed otherwise. `suffix` keeps an extension that some
-    writers need (".png", ".h5"); it defaults to `path`'s own extension."""
-    path = os.fspath(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    suffix = os.path.splitext(path)[1] if suffix is None else suffix
-    tmp = _temp_name(path, ".tmp" + suffix)
+def _committed(tmp, path):
+    """Yields tmp; commits it onto path when the block succeeds, removes it otherwise."""
     try:
         yield tmp
         commit(tmp, path)
     finally:
         if os.path.lexists(tmp):
             _remove(tmp)
+
+
+def _parent_of(path):
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    return parent
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=None):
+    """Yields a temporary path beside `path`; renamed onto `path` when the block ends
+    without an exception, removed otherwise. `suffix` keeps an extension that some
+    writers need (".png", ".h5"); it defaults to `path`'s own extension."""
+    path = os.fspath(path)
+    _parent_of(path)
+    suffix = os.path.splitext(path)[1] if suffix is None else suffix
+    with _committed(_temp_name(path, ".tmp" + suffix), path) as tmp:
+        yield tmp
 
 
 @contextlib.contextmanager
@@ -100,15 +111,10 @@ def atomic_directory(path):
     """Yields a temporary directory beside `path` that replaces `path` as a whole when
     the block succeeds (an existing directory is swapped out, then removed)."""
     path = os.fspath(path).rstrip("/\\") or os.fspath(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
+    parent = _parent_of(path)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
-    try:
-        yield tmp
-        commit(tmp, path)
-    finally:
-        if os.path.lexists(tmp):
-            _remove(tmp)
+    with _committed(tmp, path) as tmp_dir:
+        yield tmp_dir
 
 
 def atomic_write_bytes(path, data):
