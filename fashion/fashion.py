@@ -7,6 +7,7 @@ results/) are under the current directory:
     python fashion/fashion.py demo
     python fashion/fashion.py train --dataset demo --weights none --time-budget 10
     python fashion/fashion.py evaluate --dataset demo --weights last
+    python fashion/fashion.py tune --dataset demo --weights last
     python fashion/fashion.py detect --weights last --images photos/ --out pred.jsonl
     python fashion/fashion.py submit --predictions pred.jsonl --format imat2019 --out sub.csv
     python fashion/fashion.py score --annotations gt.json --predictions pred.jsonl --json
@@ -30,13 +31,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from fashion.cli_args import common_parser  # noqa: E402
 from fashion.commands import (demo, detect, evaluate, score, submit,  # noqa: E402
-                              tfrecords, train)
+                              tfrecords, train, tune)
 from fashion.errors import CheckFailed, CLIError  # noqa: E402
 
 log = logging.getLogger("fashion")
 
 # The command modules, in --help order; each has add_parser(subparsers, parents).
-COMMANDS = [train, evaluate, detect, submit, score, tfrecords, demo]
+COMMANDS = [train, evaluate, tune, detect, submit, score, tfrecords, demo]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -99,34 +99,34 @@ def _estimate(mask, h, w):
     return out
 
 
-def _threshold(mask, values, h, w):
+def _threshold(mask, values, h, w, threshold=MASK_THRESHOLD):
     """values (the estimate of skimage's resize, modified in place: clipped like skimage)
-    -> (bool [h, w] values >= MASK_THRESHOLD exactly as skimage's output, their count)."""
+    -> (bool [h, w] values >= threshold exactly as skimage's output, their count)."""
     lo, hi = mask.min(), mask.max()
     # clip=True clips the output to [lo, hi]; skimage widens that range to cval=0 only
     # when 0 lies outside it yet inside the output's range, impossible here: every output
     # keeps at least 1/4 of its weight on the mask, so it has the mask's sign.
-    if lo >= MASK_THRESHOLD:  # clipping lifts every pixel to >= lo
+    if lo >= threshold:  # clipping lifts every pixel to >= lo
         np.maximum(values, lo, out=values)
         return np.ones((h, w), bool), h * w
-    if hi < MASK_THRESHOLD:  # and clipping caps every pixel at hi
+    if hi < threshold:  # and clipping caps every pixel at hi
         return np.zeros((h, w), bool), 0
     # Here clipping cannot move a pixel across the threshold.
-    inside = values >= MASK_THRESHOLD - _BAND
-    sure = values >= MASK_THRESHOLD + _BAND
+    inside = values >= threshold - _BAND
+    sure = values >= threshold + _BAND
     count = np.count_nonzero(inside)
     if count != np.count_nonzero(sure):  # some pixels lie in the band: decide exactly
         ys, xs = np.nonzero(inside != sure)
-        inside[ys, xs] = _exact_values(mask, h, w, ys, xs) >= MASK_THRESHOLD
+        inside[ys, xs] = _exact_values(mask, h, w, ys, xs) >= threshold
         count = np.count_nonzero(inside)
     return inside, count
 
 
-def paste_mask(mask, box, full):
+def paste_mask(mask, box, full, threshold=MASK_THRESHOLD):
     """Pastes a [h, w] probability mask into its box of the full-size bool plane `full`
     exactly as matterport's utils.unmold_mask does (skimage resize, order 1, zero border,
-    clip to the mask's range, then >= 0.5); returns the mean probability inside the
-    pasted mask (detect()'s mask_scores).
+    clip to the mask's range, then >= threshold, 0.5 as in matterport); returns the mean
+    probability inside the pasted mask (detect()'s mask_scores).
 
     The estimate comes from cv2; the few pixels within _BAND of the threshold are
     recomputed with scipy's arithmetic, so every pixel equals utils.unmold_mask's, at
@@ -140,7 +140,7 @@ def paste_mask(mask, box, full):
     if mask.dtype not in (np.float32, np.float64):  # skimage computes float16 in float32
         mask = mask.astype(np.float32 if mask.dtype == np.float16 else np.float64)
     values = _estimate(mask, h, w)
-    inside, count = _threshold(mask, values, h, w)
+    inside, count = _threshold(mask, values, h, w, threshold)
     full[y1:y2, x1:x2] = inside
     if not count:
         return 0.0

@@ -10,9 +10,9 @@ import os
 
 from fashion.cli_args import add_model_args
 from fashion.data_sources import find_images, progress
-from fashion.detections import detect_one, draw_overlay, sidecar_path, to_records
+from fashion.detections import draw_overlay, sidecar_path, to_records
+from fashion.detector import add_postprocess_args, detector_from_args
 from fashion.errors import CLIError
-from fashion.runs import inference_model
 
 log = logging.getLogger("fashion")
 
@@ -37,8 +37,7 @@ def add_parser(subparsers, parents):
     p.add_argument("--out", required=True, metavar="PRED.jsonl")
     p.add_argument("--overlays", default=None, metavar="DIR",
                    help="also draw each image's detections to DIR/<name>.png")
-    p.add_argument("--tta", action="store_true",
-                   help="add horizontal-flip test-time augmentation (merged by mask NMS)")
+    add_postprocess_args(p)
     p.set_defaults(func=run)
     return p
 
@@ -51,7 +50,7 @@ def run(args):
     if os.path.isdir(args.out):
         raise CLIError(f"--out {args.out} is a directory; give a file name such as "
                        f"{os.path.join(args.out, 'pred.jsonl')}.")
-    model, meta, weights = inference_model(args)
+    detector, meta, weights = detector_from_args(args)
     images, failed, count = [], [], 0
     with PredictionWriter(args.out) as writer:
         for path in progress(paths, "detect"):
@@ -62,7 +61,7 @@ def run(args):
                 failed.append({"filename": name, "error": str(e)})
                 continue
             image_id = os.path.splitext(name)[0]
-            result = detect_one(model, image, args.tta)
+            result = detector(image)
             writer.write_all(to_records(result, image_id, name, meta, count + 1))
             count += len(result["class_ids"])
             images.append({"image_id": image_id, "filename": name,

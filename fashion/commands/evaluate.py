@@ -11,10 +11,10 @@ import os
 
 from fashion.cli_args import add_data_args, add_model_args
 from fashion.data_sources import dataset_from_args, progress
-from fashion.detections import detect_one, to_records
+from fashion.detections import to_records
+from fashion.detector import add_postprocess_args, detector_from_args
 from fashion.errors import CLIError
 from fashion.groundtruth import gt_coco
-from fashion.runs import inference_model
 
 log = logging.getLogger("fashion")
 
@@ -39,11 +39,11 @@ def add_parser(subparsers, parents):
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output directory (default: the weights' run directory, else "
                    "results/)")
-    p.add_argument("--tta", action="store_true", help="horizontal-flip test-time "
-                   "augmentation")
-    p.add_argument("--imat-min-score", type=float, default=0.5,
+    add_postprocess_args(p)
+    p.add_argument("--imat-min-score", type=float, default=None,
                    help="predictions below this score are left out of the iMaterialist "
-                   "score (which punishes false positives)")
+                   "score (which punishes false positives; default 0.5, or the tuned "
+                   "score threshold when post-processing applies)")
     p.set_defaults(func=run, min_confidence=0.05)
     return p
 
@@ -58,14 +58,14 @@ def _data_args(args, meta):
     return args
 
 
-def _detect_split(model, dataset, meta, tta, pred_path):
+def _detect_split(detector, dataset, meta, pred_path):
     """Writes predictions of every val image to pred_path; returns them (RLE only)."""
     from mrcnn.evaluation.predictions import PredictionWriter
     predictions = []
     with PredictionWriter(pred_path) as writer:
         for image_id in progress(dataset.image_ids, "evaluate"):
             image = dataset.load_image(image_id)                    # [H, W, 3]
-            result = detect_one(model, image, tta)
+            result = detector(image)
             name = os.path.basename(dataset.image_reference(image_id))
             records = to_records(result, int(image_id), name, meta, len(predictions) + 1)
             del result                                              # full masks freed
@@ -115,7 +115,13 @@ def _print_report(metrics, coco, out_dir):
 
 def run(args):
     from mrcnn.fileio import write_json
-    model, meta, weights = inference_model(args)
+    detector, meta, weights = detector_from_args(args)
+    model = detector.model
+    if detector.params or detector.views:
+        print(f"post-processing: {detector.describe()}")
+    if args.imat_min_score is None:
+        args.imat_min_score = (detector.params["score_threshold"] if detector.params
+                               else 0.5)
     _data_args(args, meta)
     if args.dataset == "demo" and not args.image_size:
         args.image_size = int(model.config.IMAGE_MAX_DIM)  # the demo set at the run's size
@@ -133,7 +139,7 @@ def run(args):
     gt = gt_coco(dataset)
     write_json(os.path.join(out_dir, "ground_truth_val.json"), gt)
     pred_path = os.path.join(out_dir, "predictions_val.jsonl")
-    predictions = _detect_split(model, dataset, meta, args.tta, pred_path)
+    predictions = _detect_split(detector, dataset, meta, pred_path)
     with_attributes = bool(meta.get("attribute_index_to_id")) and "attributes" in gt
     metrics, coco = _metrics(gt, predictions, with_attributes, args.imat_min_score)
     pngs = _print_report(metrics, coco, out_dir)

@@ -1,0 +1,112 @@
+"""One image -> detections as detect, evaluate and demo produce them: detect() as is, or,
+when the run holds tuned post-processing (`fashion.py tune`), flags ask for some, or
+`--tta` gives views, the raw pass of fashion.postprocess followed by its numpy steps
+(and fashion.tta's views merged by mask voting).
+
+Precedence: a flag (--score-threshold, --nms-iou, --mask-threshold, --min-area,
+--overlap) > the run file's "postprocess" values (unless --postprocess none) > the
+run's config (DETECTION_MIN_CONFIDENCE or --min-confidence, DETECTION_NMS_THRESHOLD,
+mask threshold 0.5, no minimum area, overlaps kept).
+"""
+from fashion import postprocess as pp
+from fashion import tta as tta_views
+from fashion.errors import CLIError
+
+TTA_HELP = ("test-time augmentation: comma-separated scales and/or 'flip', e.g. "
+            "0.8,1.0,1.2,flip (each scale with and without a flip); bare --tta means "
+            "flip; views are merged by mask voting (fashion/tta.py)")
+
+
+def add_postprocess_args(p):
+    """--tta and the post-processing flags (detect, evaluate)."""
+    p.add_argument("--tta", nargs="?", const="flip", default=None, metavar="SCALES,flip",
+                   help=TTA_HELP)
+    g = p.add_argument_group("post-processing", "default: the values `fashion.py tune` "
+                             "stored in the run file, else the run's config")
+    g.add_argument("--postprocess", choices=("run", "none"), default="run",
+                   help="'none' ignores the run file's tuned values")
+    g.add_argument("--score-threshold", type=float, default=None)
+    g.add_argument("--nms-iou", type=float, default=None,
+                   help="per-class box NMS IoU (DETECTION_NMS_THRESHOLD)")
+    g.add_argument("--mask-threshold", type=float, default=None,
+                   help="mask probability threshold (0.5 in detect())")
+    g.add_argument("--min-area", type=int, default=None,
+                   help="drop masks smaller than this many pixels")
+    g.add_argument("--overlap", choices=pp.OVERLAPS, default=None,
+                   help="same-class masks mostly inside one another: keep both, "
+                   "suppress the weaker or merge it into the stronger")
+
+
+def _settings(args):
+    """(params given by the run file and flags, or None; the run's instance cap and
+    NMS threshold)."""
+    from fashion.runs import read_run_file, resolve_checkpoint
+    run = read_run_file(resolve_checkpoint(args.weights, args.logs)) or {}
+    config = run.get("config") or {}
+    cap = int(config.get("DETECTION_MAX_INSTANCES") or 100)
+    nms = float(config.get("DETECTION_NMS_THRESHOLD") or 0.3)
+    stored = run.get("postprocess") if getattr(args, "postprocess", "run") == "run" else None
+    params = {k: stored[k] for k in pp.PARAM_KEYS if k in (stored or {})}
+    params.update({k: getattr(args, k) for k in pp.PARAM_KEYS
+                   if getattr(args, k, None) is not None})
+    if stored:
+        cap = int(stored.get("max_instances", cap))
+    return (params or None), cap, nms
+
+
+def detector_from_args(args):
+    """(Detector, run meta, weights path) for detect/evaluate's flags."""
+    from fashion.runs import inference_model
+    try:
+        views = tta_views.parse_tta(getattr(args, "tta", None))
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    params, cap, run_nms = _settings(args)
+    if params is not None:  # the raw pass: lenient NMS, room for twice the instances
+        sets = [f"DETECTION_NMS_THRESHOLD={max(pp.PASS_NMS_IOU, params.get('nms_iou', run_nms))}",
+                f"DETECTION_MAX_INSTANCES={2 * cap}"]
+        if "score_threshold" in params:
+            sets.append(f"DETECTION_MIN_CONFIDENCE={params['score_threshold']}")
+        args.set = sets + list(getattr(args, "set", None) or [])
+    model, meta, weights = inference_model(args)
+    if params is not None:
+        params = {**pp.default_params(model.config), "nms_iou": run_nms, **params}
+    else:
+        cap = int(model.config.DETECTION_MAX_INSTANCES)
+    return Detector(model, params, views, cap), meta, weights
+
+
+class Detector:
+    """Callable image [H, W, 3] -> detect()-style result under params and TTA views."""
+
+    def __init__(self, model, params=None, views=None, max_instances=None):
+        self.model = model
+        self.params = params
+        self.views = views
+        self.max_instances = int(max_instances or model.config.DETECTION_MAX_INSTANCES)
+        self.models = tta_views.ScaledModels(model) if views else None
+
+    def describe(self):
+        """One line: what is applied on top of detect()."""
+        parts = []
+        if self.params:
+            parts.append("post-processing " + ", ".join(
+                f"{k}={self.params[k]}" for k in pp.PARAM_KEYS))
+        if self.views:
+            scales, flip = self.views
+            parts.append("TTA scales " + ",".join(f"{s:g}" for s in scales)
+                         + (" x flip" if flip else ""))
+        return "; ".join(parts) or "detect() as is"
+
+    def __call__(self, image):
+        if self.params is None and self.views is None:
+            return self.model.detect([image])[0]
+        params = self.params or pp.default_params(self.model.config)
+        if self.views is None:
+            return pp.finish(pp.raw_detect(self.model, image), params, self.max_instances)
+        raws = tta_views.raw_views(self.models, image, *self.views)
+        per_view = dict(params, score_threshold=float(
+            self.model.config.DETECTION_MIN_CONFIDENCE), min_area=0, overlap="keep")
+        dets = [pp.view_detections(r, per_view, self.max_instances) for r in raws]
+        merged = tta_views.vote(dets, image.shape)
+        return pp.densify(pp.filter_detections(merged, params, self.max_instances))

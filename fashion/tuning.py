@@ -1,0 +1,160 @@
+"""Post-processing tuned on a split: one raw pass, then a coordinate-wise search.
+
+`collect` runs the model once per image with the lenient raw-pass settings of
+fashion.postprocess (DETECTION_MIN_CONFIDENCE 0.05, DETECTION_NMS_THRESHOLD 0.7, twice
+the instance cap) and keeps every image's raw detections in memory. `Candidates` turns
+a parameter set into prediction records exactly as `evaluate` would write them under
+those settings (fashion.postprocess.view_detections / filter_detections), caching each
+detection's pasted mask and RLE per mask threshold, so a candidate costs its metric,
+not inference. `coordinate_search` starts from the defaults (what evaluate reports
+today) and sweeps one setting at a time over its grid, keeping a value only when it
+scores strictly higher, until a round changes nothing: the result never scores below
+the defaults on the split it was tuned on.
+"""
+import numpy as np
+
+from fashion import postprocess as pp
+
+METRICS = ("imat2019", "segm_AP", "ap_iou_f1")
+SCORES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+NMS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+MASK = (0.3, 0.4, 0.5, 0.6, 0.7)
+AREA_FRACTIONS = (2e-4, 5e-4, 1e-3, 2e-3, 5e-3)  # of the median image area
+
+
+def default_params(config, metric, nms_iou):
+    """The settings evaluate reports `metric` with today: score 0.5 for the iMaterialist
+    score (evaluate's --imat-min-score), 0.05 for AP; the run's NMS threshold."""
+    params = pp.default_params(config, 0.5 if metric == "imat2019" else pp.PASS_MIN_SCORE)
+    params["nms_iou"] = float(nms_iou)
+    return params
+
+
+def search_space(defaults, images):
+    """Every setting's grid (each holding its default)."""
+    area = float(np.median([np.prod(im["raw"]["shape"]) for im in images])) if images else 0
+    areas = {0, defaults["min_area"]} | {int(round(area * f)) for f in AREA_FRACTIONS}
+    return {
+        "score_threshold": sorted(set(SCORES) | {defaults["score_threshold"]}),
+        "nms_iou": sorted({v for v in NMS if v <= pp.PASS_NMS_IOU} | {defaults["nms_iou"]}),
+        "mask_threshold": sorted(set(MASK) | {defaults["mask_threshold"]}),
+        "min_area": sorted(areas),
+        "overlap": list(pp.OVERLAPS),
+    }
+
+
+def collect(model, dataset, progress=None):
+    """[{image_id, filename, raw}] of every image of dataset (one raw pass each)."""
+    import os
+    ids = list(dataset.image_ids)
+    out = []
+    for image_id in (progress(ids, "tune") if progress else ids):
+        image = dataset.load_image(image_id)                        # [H, W, 3]
+        out.append({"image_id": int(image_id), "raw": pp.raw_detect(model, image),
+                    "filename": os.path.basename(dataset.image_reference(image_id))})
+    return out
+
+
+class Candidates:
+    """Prediction records of the collected images under a parameter set."""
+
+    def __init__(self, images, meta, max_instances):
+        from fashion.data_sources import category_of
+        self.images = images
+        self.categories = category_of(meta)
+        self.attribute_ids = meta.get("attribute_index_to_id") or None
+        self.max_instances = max_instances
+        self._pasted = {}   # (image, threshold, detection) -> (crop, mean prob)
+        self._rles = {}     # the same keys -> RLE of the pasted mask
+
+    def _paster(self, n):
+        def paste(raw, i, threshold):
+            key = (n, threshold, int(i))
+            if key not in self._pasted:
+                self._pasted[key] = pp.paste_crop(raw, i, threshold)
+            return self._pasted[key]
+        return paste
+
+    def _rle(self, n, threshold, index, box, crop, shape):
+        from mrcnn.evaluation.predictions import encode_mask
+        key = (n, threshold, int(index))
+        cached = self._pasted.get(key)
+        if cached is not None and cached[0] is crop and key in self._rles:
+            return self._rles[key]
+        plane = np.zeros(shape, dtype=bool)
+        plane[box[0]:box[2], box[1]:box[3]] = crop
+        rle = encode_mask(plane)
+        if cached is not None and cached[0] is crop:
+            self._rles[key] = rle
+        return rle
+
+    def records(self, params):
+        """Prediction dicts (image_id, category_id, bbox, score, segmentation,
+        attribute_ids) of every image under params."""
+        out = []
+        for n, im in enumerate(self.images):
+            raw = im["raw"]
+            dets = pp.view_detections(dict(raw, index=np.arange(len(raw["scores"]))),
+                                      params, self.max_instances, self._paster(n))
+            dets = pp.filter_detections(dets, params, self.max_instances)
+            for k, (box, crop) in enumerate(dets["masks"]):
+                y1, x1, y2, x2 = (float(v) for v in dets["rois"][k])
+                record = {"image_id": im["image_id"], "score": float(dets["scores"][k]),
+                          "category_id": int(self.categories[int(dets["class_ids"][k])]),
+                          "bbox": [x1, y1, x2 - x1, y2 - y1],
+                          "segmentation": self._rle(n, params["mask_threshold"],
+                                                    dets["index"][k], box, crop, raw["shape"])}
+                if "attribute_probabilities" in dets:
+                    hot = np.flatnonzero(dets["attribute_probabilities"][k] >= 0.5)
+                    record["attribute_ids"] = [int(self.attribute_ids[a]) if self.attribute_ids
+                                               else int(a) for a in hot]
+                out.append(record)
+        return out
+
+
+def metric_value(metric, gt, predictions):
+    """The metric of predictions against COCO-format ground truth gt."""
+    if metric == "imat2019":
+        from fashion.imat_metric import evaluate_imat
+        return evaluate_imat(gt, predictions, iou_type="segm")["score"]
+    if not predictions:
+        return 0.0
+    if metric == "segm_AP":
+        from mrcnn.evaluation import evaluate_coco
+        return evaluate_coco(gt, predictions, iou_types=("segm",), per_class=False)["segm"]["AP"]
+    from mrcnn.evaluation import evaluate_fashionpedia
+    return evaluate_fashionpedia(gt, predictions, iou_types=("segm",),
+                                 coco_metrics=False)["segm"]["AP_iou_f1"]
+
+
+def coordinate_search(evaluate, defaults, space, rounds=3, log=print):
+    """Hill-climbs one setting at a time from defaults. evaluate(params) -> float.
+    Returns (best params, before, after, number of settings scored)."""
+    seen = {}
+
+    def value(params):
+        key = tuple(params[k] for k in pp.PARAM_KEYS)
+        if key not in seen:
+            seen[key] = float(evaluate(params))
+        return seen[key]
+
+    best, before = dict(defaults), value(defaults)
+    after = before
+    log(f"defaults {_short(best)}: {before:.4f}")
+    for r in range(1, rounds + 1):
+        changed = False
+        for key, grid in space.items():
+            for v in grid:
+                candidate = dict(best, **{key: v})
+                score = value(candidate)
+                if score > after + 1e-12:
+                    best, after, changed = candidate, score, True
+            log(f"round {r}: {key:<15} -> {best[key]!s:<8} score {after:.4f} "
+                f"({len(seen)} settings scored)")
+        if not changed:
+            break
+    return best, before, after, len(seen)
+
+
+def _short(params):
+    return ", ".join(f"{k}={params[k]}" for k in pp.PARAM_KEYS)
