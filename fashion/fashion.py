@@ -20,6 +20,7 @@ and exit code 2; a failed `check` exits with 1. Outputs are written to temporary
 and renamed, so an error never leaves a half-written file.
 """
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -77,6 +78,10 @@ def _setup_logging(argv):
         logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.INFO)
 
 
+# errno values that only writing causes: disk full, quota, read-only, file too large.
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
 def _one_line(error):
     text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
     return " ".join(str(text).split()) or type(error).__name__
@@ -97,12 +102,25 @@ def main(argv=None):
         print("Interrupted.", file=sys.stderr)
         return 130
     except (CLIError, ValueError, KeyError, FileNotFoundError, IsADirectoryError,
-            PermissionError, RuntimeError) as e:
+            RuntimeError) as e:
         if isinstance(e, RuntimeError) and type(e).__module__ != "mrcnn.weights":
             raise
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, permissions, read-only file systems (h5py too)
+        print(f"error: {_os_error_line(e)}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _os_error_line(error):
+    """An OSError as one sentence naming the path and the cause (mrcnn.fileio)."""
+    from mrcnn.fileio import describe_os_error, os_error_number
+    number = os_error_number(error)
+    if number is None and not getattr(error, "filename", None):
+        return _one_line(error)  # already a sentence of ours
+    action = "write" if number in _WRITE_ERRORS else "open"
+    return describe_os_error(error, getattr(error, "filename", None), action)
 
 
 if __name__ == "__main__":

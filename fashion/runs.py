@@ -1,9 +1,11 @@
 """Training runs on disk: the run file beside the checkpoints, finding a checkpoint
 (--weights last|PATH), loading it, and the inference model rebuilt from a run.
 
-A run directory <logs>/fashionYYYYMMDDTHHMM/ holds mask_rcnn_fashion_NNNN.h5 files and
-fashion_run.json: the config values, the dataset's labels and the training flags, so
-evaluate/detect/check rebuild the same model without being told its settings.
+A run directory <logs>/fashionYYYYMMDDTHHMMSS/ (plus _2, _3, ... when two runs start
+in the same second: a new run never reuses a directory, only --weights last resumes
+into its own) holds mask_rcnn_fashion_NNNN.h5 files and fashion_run.json: the config
+values, the dataset's labels and the training flags, so evaluate/detect/check rebuild
+the same model without being told its settings.
 """
 import json
 import os

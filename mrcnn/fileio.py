@@ -22,6 +22,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -71,9 +72,19 @@ def _committed(tmp, path):
     try:
         yield tmp
         commit(tmp, path)
+    except OSError as e:
+        _name_path(e, path, tmp)
+        raise
     finally:
         if os.path.lexists(tmp):
             _remove(tmp)
+
+
+def _name_path(error, path, tmp):
+    """A write error that names no file (h5py, f.write) or the temporary one names
+    the file being written instead (for describe_os_error)."""
+    if getattr(error, "filename", None) in (None, tmp):
+        error.filename = path
 
 
 def _parent_of(path):
@@ -157,10 +168,19 @@ _CAUSES = {
 }
 
 
+def os_error_number(error):
+    """The errno of an OSError; h5py sometimes leaves it unset and only writes
+    "errno = 28" into its message."""
+    number = getattr(error, "errno", None)
+    if number is None:
+        m = re.search(r"errno = (\d+)", str(error))
+        number = int(m.group(1)) if m else None
+    return number
+
+
 def describe_os_error(error, path=None, action="write"):
     """One sentence for an OSError: what failed, on which path, why, and the fix."""
     path = path or getattr(error, "filename", None) or "a file"
-    cause, fix = _CAUSES.get(getattr(error, "errno", None),
-                             (getattr(error, "strerror", None) or str(error),
-                              "check the path and the disk"))
+    detail = " ".join(str(getattr(error, "strerror", None) or error).split())
+    cause, fix = _CAUSES.get(os_error_number(error), (detail, "check the path and the disk"))
     return f"Could not {action} {path}: {cause}; {fix}."

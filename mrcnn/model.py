@@ -15,6 +15,8 @@ Example:
     r = model.detect([image])[0]   # rois, class_ids, scores, masks
 """
 import datetime
+import errno
+import itertools
 import logging
 import os
 import re
@@ -25,7 +27,7 @@ import tensorflow as tf
 
 from mrcnn import distribute, graph, inference, utils
 from mrcnn.callbacks import AtomicCheckpoint, LossCurve, TimeBudget
-from mrcnn.data.pipeline import SkipCounter, training_inputs
+from mrcnn.data.pipeline import NoUsableSamples, SkipCounter, training_inputs
 from mrcnn.training import (MaskRCNNTrainModel, layers_regex, make_optimizer,
                             set_trainable)
 from mrcnn.utils import norm_anchors
@@ -33,9 +35,17 @@ from mrcnn.weights_io import is_keras3_file, load_weights_by_name
 
 log = logging.getLogger("mrcnn")
 
-# Matches .../<name>YYYYMMDDTHHMM/mask_rcnn_<name>_<epoch>.h5 (matterport's layout).
+# A run directory: <name>YYYYMMDDTHHMM (matterport's, to the minute) or
+# <name>YYYYMMDDTHHMMSS with an optional _N when that second already had a run.
+_RUN_STAMP = r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})?(?:_(\d+))?"
+_RUN_DIR_RE = re.compile(r"^[\w-]+?" + _RUN_STAMP + "$")
+# .../<run dir>/mask_rcnn_<name>_<epoch>.h5; the epoch is the group named "epoch".
 _CHECKPOINT_RE = re.compile(
-    r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]mask\_rcnn\_[\w-]+(\d{4})\.h5$")
+    r".*[/\\][\w-]+?" + _RUN_STAMP + r"[/\\]mask\_rcnn\_[\w-]+(?P<epoch>\d{4})\.h5$")
+
+
+# Write errors that TensorFlow's own file writers report inside an OpError message.
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 class MaskRCNN:
@@ -94,18 +104,48 @@ class MaskRCNN:
 
     # ------------------------------------------------------------------ checkpoints
     def set_log_dir(self, model_path=None):
-        """Sets the log directory and epoch; a checkpoint path resumes its run."""
+        """Sets the log directory and epoch; a checkpoint path resumes its run.
+
+        A new run is named <name>YYYYMMDDTHHMMSS (plus _2, _3, ... when taken); its
+        directory is created by create_log_dir(), which never reuses an existing one,
+        so two runs started in the same second never share checkpoints or logs.
+        """
         self.epoch = 0
         m = _CHECKPOINT_RE.match(str(model_path).replace("\\", "/")) if model_path else None
+        self._resuming = bool(m)
+        self._log_dir_created = False
         if m:  # resume: the checkpoint's run directory and epoch
-            self.epoch = int(m.group(6))
+            self.epoch = int(m.group("epoch"))
             self.log_dir = os.path.dirname(os.path.abspath(model_path))
         else:
             now = datetime.datetime.now()
-            self.log_dir = os.path.join(self.model_dir,
-                                        f"{self.config.NAME.lower()}{now:%Y%m%dT%H%M}")
+            self.log_dir = _free_run_dir(self.model_dir,
+                                         f"{self.config.NAME.lower()}{now:%Y%m%dT%H%M%S}")
+        self._set_checkpoint_path()
+
+    def _set_checkpoint_path(self):
         self.checkpoint_path = os.path.join(
             self.log_dir, f"mask_rcnn_{self.config.NAME.lower()}_{{epoch:04d}}.h5")
+
+    def create_log_dir(self):
+        """Creates this run's directory and returns it: a resumed run's own directory
+        is reused; a new run gets a directory no other run has (a suffix _2, _3, ...
+        is added when its name was taken meanwhile, e.g. by a run in the same second)."""
+        if self._resuming or self._log_dir_created:
+            os.makedirs(self.log_dir, exist_ok=True)
+            return self.log_dir
+        parent, name = os.path.split(os.path.abspath(self.log_dir))
+        os.makedirs(parent, exist_ok=True)
+        base = re.sub(r"_\d+$", "", name)
+        for n in itertools.count(1):
+            candidate = os.path.join(parent, base if n == 1 else f"{base}_{n}")
+            try:
+                os.makedirs(candidate, exist_ok=False)
+            except FileExistsError:
+                continue
+            self.log_dir, self._log_dir_created = candidate, True
+            self._set_checkpoint_path()
+            return candidate
 
     def find_last(self):
         """Path of the last checkpoint of the newest run of this config's NAME."""
@@ -172,7 +212,7 @@ class MaskRCNN:
         val_ds = self._inputs(val_dataset, bs) if val_dataset is not None else None
         chief = distribute.is_chief(self.strategy)
         if chief:  # only the chief writes checkpoints and logs
-            os.makedirs(self.log_dir, exist_ok=True)
+            self.create_log_dir()
         callbacks = [AtomicCheckpoint(self.checkpoint_path, is_chief=chief),
                      LossCurve(os.path.join(self.log_dir, "training_curve.csv"),
                                os.path.join(self.log_dir, "training_curve.png"),
@@ -191,11 +231,7 @@ class MaskRCNN:
             self.keras_model.compile(
                 optimizer=make_optimizer(self.config, learning_rate), jit_compile=False,
                 steps_per_execution=int(getattr(self.config, "STEPS_PER_EXECUTION", 1)))
-        history = self.keras_model.fit(
-            train_ds, initial_epoch=self.epoch, epochs=epochs,
-            steps_per_epoch=self.config.STEPS_PER_EPOCH, callbacks=callbacks,
-            validation_data=val_ds, validation_steps=self.config.VALIDATION_STEPS,
-            shuffle=False, verbose=verbose)
+        history = self._fit(train_ds, val_ds, epochs, callbacks, verbose)
         done = history.epoch[-1] + 1 if history.epoch else self.epoch
         self.epoch = max(self.epoch, done)
         if self.skips.count:
@@ -203,6 +239,28 @@ class MaskRCNN:
                         self.skips.count, self.skips.reasons[:1])
         self.time_budget_exhausted = bool(budget and budget.exhausted)
         return history
+
+    def _fit(self, train_ds, val_ds, epochs, callbacks, verbose):
+        """keras fit; inputs that never yield a usable sample raise NoUsableSamples (one
+        sentence, not TensorFlow's wrapped error) and a failed write names this run's
+        directory when the error does not name a file."""
+        try:
+            return self.keras_model.fit(
+                train_ds, initial_epoch=self.epoch, epochs=epochs,
+                steps_per_epoch=self.config.STEPS_PER_EPOCH, callbacks=callbacks,
+                validation_data=val_ds, validation_steps=self.config.VALIDATION_STEPS,
+                shuffle=False, verbose=verbose)
+        except tf.errors.OpError as e:
+            if self.skips.exhausted():
+                raise NoUsableSamples(self.skips.summary()) from None
+            number = next((n for n in _DISK_ERRNOS if os.strerror(n) in str(e)), None)
+            if number is not None:  # e.g. TensorBoard's event writer on a full disk
+                raise OSError(number, os.strerror(number), self.log_dir) from None
+            raise
+        except OSError as e:
+            if not getattr(e, "filename", None):
+                e.filename = self.log_dir
+            raise
 
     def _inputs(self, data, batch_size, augmentation=None):
         """Training/validation batches; TFRecord file patterns are sharded per worker."""
@@ -328,16 +386,38 @@ class MaskRCNN:
         return export(self, path, format, class_names, attribute_names, **options)
 
 
+def run_sort_key(run_name):
+    """Sort key of a run directory name, oldest first: its time stamp, then its _N
+    suffix (a minute-named run counts as second -1 of its minute); names without a
+    stamp sort before all stamped ones."""
+    m = _RUN_DIR_RE.match(run_name)
+    if not m:
+        return (0, (), run_name)
+    *stamp, second, suffix = m.groups()
+    return (1, tuple(int(v) for v in stamp) + (int(second) if second else -1,
+                                              int(suffix or 1)), run_name)
+
+
+def _free_run_dir(model_dir, base):
+    """model_dir/base, or base_2, base_3, ... when that directory already exists."""
+    for n in itertools.count(1):
+        path = os.path.join(model_dir, base if n == 1 else f"{base}_{n}")
+        if not os.path.exists(path):
+            return path
+
+
 def find_last(model_dir, name):
     """Path of the last checkpoint of the newest run named `name` under model_dir.
 
-    Runs are directories <name>YYYYMMDDTHHMM (name lower-cased) holding
-    mask_rcnn_*.h5 files; the newest run with a checkpoint wins. Raises
-    FileNotFoundError with the fix when there is none.
+    Runs are directories <name>YYYYMMDDTHHMM[SS][_N] (name lower-cased) holding
+    mask_rcnn_*.h5 files; the newest run with a checkpoint wins (by its time stamp and
+    suffix, not by string order). Raises FileNotFoundError with the fix when there is
+    none.
     """
     key = name.lower()
-    runs = sorted(d for d in (os.listdir(model_dir) if os.path.isdir(model_dir) else [])
-                  if d.startswith(key) and os.path.isdir(os.path.join(model_dir, d)))
+    runs = sorted((d for d in (os.listdir(model_dir) if os.path.isdir(model_dir) else [])
+                   if d.startswith(key) and os.path.isdir(os.path.join(model_dir, d))),
+                  key=run_sort_key)
     for run in reversed(runs):
         d = os.path.join(model_dir, run)
         ckpts = sorted(f for f in os.listdir(d)
@@ -346,7 +426,7 @@ def find_last(model_dir, name):
             return os.path.join(d, ckpts[-1])
     raise FileNotFoundError(
         f"Could not find a checkpoint of {key!r} under {model_dir}: no run "
-        f"directory {key}YYYYMMDDTHHMM with mask_rcnn_*.h5 files; train first or "
+        f"directory {key}YYYYMMDDTHHMMSS with mask_rcnn_*.h5 files; train first or "
         "pass a weights path.")
 
 

@@ -41,7 +41,8 @@ def add_parser(subparsers, parents):
         "train", parents=parents, help="train a model (staged schedule, checkpoints)",
         description="Train Mask R-CNN with an attribute head. Checkpoints, the training "
         "curve (CSV + PNG), TensorBoard logs and fashion_run.json go to "
-        "<logs>/fashionYYYYMMDDTHHMM/.", epilog=EXAMPLES,
+        "<logs>/fashionYYYYMMDDTHHMMSS/ (a new directory per run; --weights last resumes "
+        "into its run's own).", epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(p, required=False)
     p.add_argument("--tfrecords", default=None, metavar="PATTERN",
@@ -290,7 +291,7 @@ def run(args):
     model = MaskRCNN("training", config, args.logs, strategy=strategy)
     _load_start_weights(model, start, args)
     if distribute.is_chief(strategy):  # other workers of a multi-worker run write nothing
-        os.makedirs(model.log_dir, exist_ok=True)
+        model.create_log_dir()  # a new run never reuses another run's directory
         write_run_file(model.log_dir, config, data.meta,
                        {"schedule": schedule, "weights": args.weights,
                         "tfrecords": args.tfrecords, "val_tfrecords": args.val_tfrecords})

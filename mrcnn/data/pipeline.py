@@ -67,6 +67,7 @@ class SkipCounter:
         self.reasons = []
         self.show = show
         self.max_consecutive = max_consecutive
+        self._gave_up = None  # the sentence NoUsableSamples was raised with
         self._lock = threading.Lock()
 
     def add(self, reason):
@@ -80,13 +81,21 @@ class SkipCounter:
                 self.reasons.append("...")
                 log.warning("Further skipped samples are counted, not listed.")
             if self.max_consecutive and self.consecutive >= self.max_consecutive:
-                raise NoUsableSamples(self.summary())
+                self._gave_up = self._gave_up or self.summary()
+                raise NoUsableSamples(self._gave_up)
 
     def used(self):
         """A usable sample arrived: the run of consecutive skips ends."""
         self.consecutive = 0
 
+    def exhausted(self):
+        """True once `max_consecutive` samples in a row were skipped (NoUsableSamples
+        was raised, perhaps inside tf.data where it arrives wrapped)."""
+        return self._gave_up is not None
+
     def summary(self):
+        if self._gave_up:
+            return self._gave_up
         first = "; ".join(r for r in self.reasons[:3] if r != "...")
         return (f"No usable training sample after {self.consecutive} skipped in a row "
                 f"({self.count} skipped in all); first reasons: {first}. Fix or remove "

@@ -306,7 +306,7 @@ def train(args):
         "BACKBONE", None), args.image_size, overrides=saved)
     model = MaskRCNN("training", config, args.logs)
     load_model_weights(model, weights, kind)
-    os.makedirs(model.log_dir, exist_ok=True)
+    model.create_log_dir()
     write_json(os.path.join(model.log_dir, RUN_FILE),
                {"config": config_values(config), "annotations": train_ds.annotation_file,
                 "class_names": list(train_ds.class_names),
