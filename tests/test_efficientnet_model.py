@@ -31,7 +31,13 @@ def test_b0_bifpn_is_the_default_neck(b0_trained):
     assert fusion, "BiFPN fusion weights must be trainable variables"
 
 
-def test_b0_heads_stage_freezes_backbone_and_loss_falls(b0_trained, shapes_data):
+# On one fixed batch with op determinism, 0.003 falls steadily; 0.01 overshoots and can
+# swing above the first loss on some steps.
+LOSS_FALLS_LR = 0.003
+
+
+def test_b0_heads_stage_freezes_backbone_and_loss_falls(b0_trained, shapes_data,
+                                                        deterministic):
     import tensorflow as tf
     from mrcnn.data.pipeline import training_inputs
     from mrcnn.training import layers_regex, make_optimizer, set_trainable
@@ -39,9 +45,9 @@ def test_b0_heads_stage_freezes_backbone_and_loss_falls(b0_trained, shapes_data)
     trained = set_trainable(model.keras_model, layers_regex("heads", config.BACKBONE))
     assert trained and all(n.startswith(("bifpn_", "rpn_", "mrcnn_")) for n in trained)
     set_trainable(model.keras_model, layers_regex("all", config.BACKBONE))
-    tf.keras.utils.set_random_seed(1)
-    model.keras_model.compile(optimizer=make_optimizer(config, 0.01))
-    batch = next(iter(training_inputs(shapes_data[0], config, 2, repeat=False)))
+    model.keras_model.compile(optimizer=make_optimizer(config, LOSS_FALLS_LR))
+    batch = next(iter(training_inputs(shapes_data[0], config, 2, shuffle=False,
+                                      repeat=False)))
     losses = [float(model.keras_model.train_on_batch(batch, return_dict=True)["loss"])
               for _ in range(10)]
     assert min(losses[-3:]) < 0.7 * losses[0], losses
