@@ -6,8 +6,12 @@ decoded when ``load_mask`` asks for them. Attributes are multi-hot over a contig
 index that depends only on the label file, so a train and a val dataset agree.
 
 Bad rows (an RLE that does not fit its image, an unknown class or attribute id, ...) are
-skipped with one warning that counts them and names the first few; a missing column stops
-the load at once. Missing or corrupt images are reported when the image is loaded
+skipped with one warning that counts them and names the first few (a row repeated
+word for word is skipped as a duplicate); a missing column or an empty file stops the
+load at once. Images whose file does not exist are skipped when loading, with one
+counted warning naming them (one directory listing per image folder, not a stat per
+image; ``check_images=False`` keeps them); when none of the listed images exists the
+load stops with one sentence. Corrupt images are reported when the image is loaded
 (``load_image`` raises BadSample, a ValueError naming the file) or up front by
 ``verify_images()``.
 
@@ -20,6 +24,7 @@ Example:
 """
 import json
 import logging
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -78,6 +83,39 @@ def _warn_bad(what, bad, total):
     if bad:
         log.warning("%s: skipped %d of %d %s; first: %s", what, len(bad), total,
                     "annotations", " | ".join(bad[:5]))
+
+
+def _listing(directory, cache):
+    """Names in a directory (one os.scandir, cached per directory); None if it is missing."""
+    directory = str(directory)
+    if directory not in cache:
+        try:
+            with os.scandir(directory) as entries:
+                cache[directory] = {e.name for e in entries}
+        except (FileNotFoundError, NotADirectoryError):
+            cache[directory] = None
+    return cache[directory]
+
+
+def existing_images(paths, source):
+    """Splits image paths into (kept, missing) by listing each folder once. Missing files
+    are logged in one counted warning; ValueError when none of them exists."""
+    cache, kept, missing = {}, [], []
+    for path in paths:
+        folder, name = os.path.split(str(path))
+        names = _listing(folder or ".", cache)
+        (kept if names is not None and name in names else missing).append(path)
+    if missing and not kept:
+        folder = os.path.dirname(str(missing[0])) or "."
+        why = "does not exist" if _listing(folder, cache) is None else "holds none of them"
+        raise ValueError(f"None of the {len(missing)} images listed in {source} exists: "
+                         f"the image folder {folder} {why} (first missing: "
+                         f"{os.path.basename(str(missing[0]))}); point the dataset at the "
+                         "folder holding the images.")
+    if missing:
+        log.warning("%s: skipped %d of %d images whose file is missing; first: %s", source,
+                    len(missing), len(paths), " | ".join(str(m) for m in missing[:5]))
+    return kept, missing
 
 
 def _as_list(value):
@@ -139,18 +177,20 @@ class FashionDataset(Dataset):
 
     # ------------------------------------------------------------------ iMaterialist
     def load_imat2019(self, dataset_dir, subset="train", limit=None, val_fraction=0.2,
-                      seed=0):
+                      seed=0, check_images=True):
         """iMaterialist (Fashion) 2019: train.csv with ClassId "category_attr_attr...",
         label_descriptions.json and images under train/. subset: "train", "val" (a
-        deterministic stratified split of train.csv) or "all"."""
-        self._load_kaggle(dataset_dir, subset, limit, val_fraction, seed, 2019)
+        deterministic stratified split of train.csv) or "all". check_images: skip rows
+        whose image file is missing (counted warning)."""
+        self._load_kaggle(dataset_dir, subset, limit, val_fraction, seed, 2019, check_images)
 
     def load_imat2020(self, dataset_dir, subset="train", limit=None, val_fraction=0.2,
-                      seed=0):
+                      seed=0, check_images=True):
         """iMaterialist (Fashion) 2020: train.csv with ClassId and AttributesIds."""
-        self._load_kaggle(dataset_dir, subset, limit, val_fraction, seed, 2020)
+        self._load_kaggle(dataset_dir, subset, limit, val_fraction, seed, 2020, check_images)
 
-    def _load_kaggle(self, dataset_dir, subset, limit, val_fraction, seed, year):
+    def _load_kaggle(self, dataset_dir, subset, limit, val_fraction, seed, year,
+                     check_images=True):
         if subset not in SUBSETS:
             raise ValueError(f"subset {subset!r} is unknown; use 'train', 'val' or 'all'.")
         dataset_dir = Path(dataset_dir)
@@ -164,7 +204,11 @@ class FashionDataset(Dataset):
         if not csv_path.is_file():
             raise FileNotFoundError(f"{csv_path} does not exist; point dataset_dir at the "
                                     f"iMaterialist {year} folder holding train.csv.")
-        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        try:
+            df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{csv_path} is empty; an iMaterialist {year} train.csv needs "
+                             f"the header {','.join(columns)} and one row per mask.") from None
         missing = [c for c in columns if c not in df.columns]
         if missing:
             raise ValueError(f"{csv_path} lacks column(s) {missing} (found "
@@ -179,22 +223,30 @@ class FashionDataset(Dataset):
             keys = train if subset == "train" else val
         else:
             keys = sorted(images)
-        for key in keys[:limit]:
-            name = key if Path(key).suffix else key + ".jpg"
+        paths = {key: str(dataset_dir / "train" / (key if Path(key).suffix else key + ".jpg"))
+                 for key in keys[:limit]}
+        if check_images and paths:
+            kept = set(existing_images(list(paths.values()), csv_path)[0])
+            paths = {k: p for k, p in paths.items() if p in kept}
+        for key, path in paths.items():
             info = images[key]
-            self.add_image(self.source_name, image_id=key,
-                           path=str(dataset_dir / "train" / name), width=info["width"],
+            self.add_image(self.source_name, image_id=key, path=path, width=info["width"],
                            height=info["height"], annotations=info["annotations"],
                            annotation_file=str(csv_path))
 
     def _parse_kaggle_rows(self, df, csv_path, labels, year):
         """CSV rows -> {image id: {height, width, annotations}}; bad rows are skipped."""
-        images, bad = {}, []
+        images, bad, seen = {}, [], {}
         attr_col = df["AttributesIds"] if year == 2020 else [""] * len(df)
         rows = zip(df["ImageId"], df["EncodedPixels"], df["Height"], df["Width"],
                    df["ClassId"], attr_col)
         for line, (image, pixels, h, w, class_id, attrs) in enumerate(rows, start=2):
             where = f"{csv_path.name} line {line} (ImageId {image})"
+            row = (image, pixels, h, w, class_id, attrs)
+            if row in seen:
+                bad.append(f"{where}: a duplicate of line {seen[row]}")
+                continue
+            seen[row] = line
             try:
                 h, w = _positive_int(h, "Height"), _positive_int(w, "Width")
                 category, attr_ids = _parse_class(class_id, attrs, year)
@@ -217,11 +269,13 @@ class FashionDataset(Dataset):
         return {k: v for k, v in images.items() if v["annotations"]}
 
     # ------------------------------------------------------------------ Fashionpedia
-    def load_fashionpedia(self, annotation_json, image_dir, limit=None, label_file=None):
+    def load_fashionpedia(self, annotation_json, image_dir, limit=None, label_file=None,
+                          check_images=True):
         """Fashionpedia COCO-style JSON (images, annotations with attribute_ids and
         polygon / RLE segmentations, categories, attributes). The JSON's own categories
         and attributes are used when present, else ``label_file`` (default: the bundled
-        Fashionpedia list). Crowd annotations are skipped."""
+        Fashionpedia list). Crowd annotations are skipped; so are images whose file is
+        missing under image_dir (counted warning) unless check_images is False."""
         data = read_json(annotation_json)
         for key in ("images", "annotations"):
             if key not in data:
@@ -253,18 +307,24 @@ class FashionDataset(Dataset):
         _warn_bad(str(annotation_json), bad, len(data["annotations"]))
         if crowd:
             log.info("%s: skipped %d crowd annotations.", annotation_json, crowd)
-        for img in images:
+        paths = [str(Path(image_dir) / img["file_name"]) for img in images]
+        kept = set(paths)
+        if check_images and paths:
+            kept = set(existing_images(paths, annotation_json)[0])
+        for img, path in zip(images, paths):
+            if path not in kept:
+                continue
             image_id = int(img["id"])
-            self.add_image("fashionpedia", image_id=image_id,
-                           path=str(Path(image_dir) / img["file_name"]),
+            self.add_image("fashionpedia", image_id=image_id, path=path,
                            width=sizes[image_id][1], height=sizes[image_id][0],
                            annotations=per_image.get(image_id, []),
                            annotation_file=str(annotation_json))
 
     # ------------------------------------------------------------------ DeepFashion2
-    def load_deepfashion2(self, dataset_dir, subset, limit=None):
+    def load_deepfashion2(self, dataset_dir, subset, limit=None, check_images=True):
         """DeepFashion2: <dataset_dir>/<subset>/annos/*.json (item1..itemN with
-        category_id 1-13 and polygon ``segmentation``), images in <subset>/image/."""
+        category_id 1-13 and polygon ``segmentation``), images in <subset>/image/
+        (an annotation file whose image is missing is skipped, counted)."""
         anno_dir = Path(dataset_dir) / subset / "annos"
         image_dir = Path(dataset_dir) / subset / "image"
         if not anno_dir.is_dir():
@@ -273,7 +333,7 @@ class FashionDataset(Dataset):
         labels = load_labels("deepfashion2")
         self._use_labels(labels, "deepfashion2", anno_dir, labels.source)
         files = sorted(anno_dir.glob("*.json"))[:limit]
-        bad, total = [], 0
+        bad, total, parsed = [], 0, []
         for path in files:
             try:
                 data = read_json(path)
@@ -289,9 +349,15 @@ class FashionDataset(Dataset):
                     annotations.append(_deepfashion2_item(data[key], labels))
                 except (ValueError, KeyError, TypeError) as e:
                     bad.append(f"{path.name} {key}: {e}")
-            self.add_image("deepfashion2", image_id=path.stem,
-                           path=str(image_dir / f"{path.stem}.jpg"), width=None,
-                           height=None, annotations=annotations, annotation_file=str(path))
+            parsed.append((path, str(image_dir / f"{path.stem}.jpg"), annotations))
+        kept = {image for _, image, _ in parsed}
+        if check_images and parsed:
+            kept = set(existing_images([image for _, image, _ in parsed], anno_dir)[0])
+        for path, image, annotations in parsed:
+            if image in kept:
+                self.add_image("deepfashion2", image_id=path.stem, path=image, width=None,
+                               height=None, annotations=annotations,
+                               annotation_file=str(path))
         _warn_bad(str(anno_dir), bad, max(total, len(files)))
 
     # ------------------------------------------------------------------ loading

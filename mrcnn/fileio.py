@@ -173,7 +173,7 @@ def os_error_number(error):
     "errno = 28" into its message."""
     number = getattr(error, "errno", None)
     if number is None:
-        m = re.search(r"errno = (\d+)", str(error))
+        m = re.search(r"errno = (\d+)", " ".join(map(str, error.args)))
         number = int(m.group(1)) if m else None
     return number
 
@@ -181,6 +181,7 @@ def os_error_number(error):
 def describe_os_error(error, path=None, action="write"):
     """One sentence for an OSError: what failed, on which path, why, and the fix."""
     path = path or getattr(error, "filename", None) or "a file"
-    detail = " ".join(str(getattr(error, "strerror", None) or error).split())
+    text = getattr(error, "strerror", None) or (error.args[0] if error.args else error)
+    detail = " ".join(str(text).split())
     cause, fix = _CAUSES.get(os_error_number(error), (detail, "check the path and the disk"))
     return f"Could not {action} {path}: {cause}; {fix}."

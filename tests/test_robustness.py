@@ -1,20 +1,16 @@
-"""Nothing a user does breaks a run: runs never share a directory, unusable data stops
-at once with one sentence, a full disk is one sentence naming the file (no partial
-file), and a killed cache build leaves no worker behind."""
+"""Nothing a user does breaks a run: runs never share a directory (and resume into
+their own), unusable data stops at once with one sentence, and a full disk is one
+sentence naming the file, with no partial file left behind."""
 import datetime
 import errno
 import json
 import os
 import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 
 from tests.conftest import TinyConfig
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class MicroConfig(TinyConfig):
@@ -79,8 +75,14 @@ def test_runs_started_in_the_same_second_never_share_a_directory(
     config = MicroConfig()
     first = MaskRCNN("training", config, str(tmp_path))
     second = MaskRCNN("training", config, str(tmp_path))
-    for model in (first, second):
-        model.train(shapes64, None, 0.001, 1, "heads", verbose=0)
+    umask = os.umask(0o022)
+    try:
+        for model in (first, second):
+            model.train(shapes64, None, 0.001, 1, "heads", verbose=0)
+    finally:
+        os.umask(umask)
+    ckpt = os.path.join(first.log_dir, "mask_rcnn_micro_0001.h5")
+    assert os.stat(ckpt).st_mode & 0o777 == 0o644   # the umask's mode, not mkstemp's 0600
     dirs = sorted(os.listdir(tmp_path))
     assert dirs == ["micro20300102T030405", "micro20300102T030405_2"]
     assert first.log_dir != second.log_dir
@@ -150,7 +152,8 @@ def tiny_disk(tmp_path):
     if done.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    if subprocess.run(["umount", str(mount)], capture_output=True).returncode:
+        subprocess.run(["umount", "-l", str(mount)], check=False)  # a writer still open
 
 
 def test_checkpoint_on_a_full_disk_names_the_file_and_leaves_no_partial_file(
@@ -202,3 +205,13 @@ def test_submit_to_a_full_disk_is_one_sentence(tiny_disk, tmp_path):
                           "--out", str(out)]),
                      f"Could not write {out}: no space left on the device (disk full)")
     assert os.listdir(tiny_disk) == ["filler"]
+
+
+def test_h5py_write_error_without_errno_is_one_sentence():
+    from fashion.fashion import _os_error_line
+    error = OSError("Can't synchronously write data (file write failed: time = now\n, "
+                    "filename = 'x', errno = 28, error message = 'No space left on device')")
+    error.filename = "logs/run/mask_rcnn_fashion_0001.h5"
+    assert _os_error_line(error) == (
+        "Could not write logs/run/mask_rcnn_fashion_0001.h5: no space left on the device "
+        "(disk full); free some space or write somewhere else.")

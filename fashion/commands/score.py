@@ -30,7 +30,10 @@ def add_parser(subparsers, parents):
     p = subparsers.add_parser(
         "score", parents=parents, help="score predictions against COCO-format annotations",
         description="COCO AP (coco), Fashionpedia AP with IoU+F1 (fashionpedia) or the "
-        "iMaterialist 2019 score (imat) of a JSON Lines / JSON predictions file.",
+        "iMaterialist 2019 score (imat) of a JSON Lines / JSON predictions file. "
+        "Predictions that cannot be scored (malformed or garbage RLE, a mask not of its "
+        "image's size, an image or category the annotations lack) are skipped with one "
+        "warning counting them and naming the first line; when none is left, an error.",
         epilog=SCORE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--annotations", required=True, metavar="GT.json")
     p.add_argument("--predictions", required=True, metavar="PRED.jsonl")

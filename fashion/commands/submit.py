@@ -6,11 +6,18 @@ row ("1 1", ClassId 23, as in Kaggle's sample submission) when the list of all i
 known: from detect's sidecar PRED.images.json (used when present) or from --images.
 ImageId is the file name with its extension for 2019 and without it for 2020, as in the
 competitions' test sets.
+
+A prediction that cannot be used (not JSON, garbage RLE, a mask not of its image's size
+when the sizes are known from the sidecar or --images, non-finite numbers) stops the
+command with one sentence naming the file and line, and nothing is written: a
+submission missing masks would score silently lower. An empty predictions file is an
+error without an image list (the CSV would have no rows) and a warning with one.
 """
 import argparse
 import csv
 import io
 import json
+import logging
 import os
 from collections import OrderedDict
 
@@ -19,6 +26,8 @@ import numpy as np
 from fashion.data_sources import find_images, progress
 from fashion.detections import sidecar_path
 from fashion.errors import CLIError
+
+log = logging.getLogger("fashion")
 
 EMPTY_PIXELS, EMPTY_CLASS = "1 1", 23
 COLUMNS = {"imat2019": ["ImageId", "EncodedPixels", "ClassId"],
@@ -50,19 +59,48 @@ def _image_key(pred):
     return str(pred.get("filename") or pred["image_id"])
 
 
+def _size_keys(name, image_id=None):
+    """The ways a prediction may name an image: detect's image_id (the file's stem),
+    the file name, or a numeric id."""
+    stem = os.path.splitext(name)[0]
+    keys = {name, stem} | ({int(stem)} if stem.isdigit() else set())
+    return keys | ({image_id} if image_id is not None else set())
+
+
+def _header_size(path):
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except (OSError, ValueError):
+        return None
+
+
 def _all_images(args):
-    """Names of every image to list (None when unknown)."""
+    """(names of every image to list, {image key: (height, width)}); (None, None)
+    when unknown; the sizes are None when the list does not give them."""
     if args.images:
-        return [os.path.basename(p) for p in find_images(args.images)]
+        paths = find_images(args.images)
+        sizes = {}
+        for path in paths:
+            size = _header_size(path)
+            for key in _size_keys(os.path.basename(path)) if size else ():
+                sizes[key] = size
+        return [os.path.basename(p) for p in paths], sizes
     side = sidecar_path(args.predictions)
-    if os.path.isfile(side):
-        try:
-            with open(side, encoding="utf-8") as f:
-                return [i["filename"] for i in json.load(f)["images"]]
-        except (ValueError, KeyError, TypeError) as e:
-            raise CLIError(f"{side} is not a detect sidecar ({e}); delete it or pass "
-                           "--images.") from None
-    return None
+    if not os.path.isfile(side):
+        return None, None
+    try:
+        with open(side, encoding="utf-8") as f:
+            images = json.load(f)["images"]
+        names = [i["filename"] for i in images]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CLIError(f"{side} is not a detect sidecar ({e}); delete it or pass "
+                       "--images.") from None
+    if not all(isinstance(i, dict) and "height" in i and "width" in i for i in images):
+        return names, None
+    return names, {k: (int(i["height"]), int(i["width"])) for i in images
+                   for k in _size_keys(i["filename"], i.get("image_id"))}
 
 
 def non_overlapping(masks, scores):
@@ -95,17 +133,43 @@ def image_rows(preds, image_id, fmt):
     return rows
 
 
-def run(args):
+def _by_image(args, sizes):
+    """Predictions at or above --min-score grouped by image (file order kept); a bad
+    record stops with the file and line; the masks of one image must agree in size."""
     from mrcnn.evaluation.predictions import read_predictions
-    from mrcnn.fileio import atomic_write_text
-    by_image = OrderedDict()
-    for pred in read_predictions(args.predictions):
+    by_image, count = OrderedDict(), 0
+    for pred in read_predictions(args.predictions, image_sizes=sizes):
+        count += 1
         if "segmentation" not in pred:
             raise CLIError(f"{args.predictions}: a prediction of image {pred['image_id']} "
                            "has no 'segmentation'; submissions need masks.")
-        if pred["score"] >= args.min_score:
-            by_image.setdefault(_image_key(pred), []).append(pred)
-    names = _all_images(args)
+        if pred["score"] < args.min_score:
+            continue
+        group = by_image.setdefault(_image_key(pred), [])
+        if group and group[0]["segmentation"]["size"] != pred["segmentation"]["size"]:
+            raise CLIError(f"{args.predictions}: prediction {count} of image "
+                           f"{_image_key(pred)} has a {pred['segmentation']['size']} mask "
+                           f"but an earlier one has {group[0]['segmentation']['size']}; "
+                           "write every mask at its image's original size.")
+        group.append(pred)
+    return by_image, count
+
+
+def run(args):
+    from mrcnn.fileio import atomic_write_text
+    names, sizes = _all_images(args)
+    by_image, count = _by_image(args, sizes)
+    if not count and names is None:
+        raise CLIError(f"{args.predictions} holds no predictions and the list of images is "
+                       f"unknown (no {os.path.basename(sidecar_path(args.predictions))}, no "
+                       "--images), so the CSV would have no rows; pass --images or the "
+                       "predictions of a detect run.")
+    if not count:
+        log.warning("%s holds no predictions: every image gets the placeholder row.",
+                    args.predictions)
+    elif not by_image:
+        log.warning("All %d predictions in %s are below --min-score %g: every image gets "
+                    "the placeholder row.", count, args.predictions, args.min_score)
     if names is None:
         names = list(by_image)
     elif not set(by_image) <= set(names):

@@ -2,6 +2,8 @@
 
 Built once (several worker processes run ``build_record``; the parent writes) and then
 read by the training pipeline instead of decoding JPEGs and RLE/polygons every epoch.
+Workers exit on their own when the building process dies, even from kill -9 (Linux:
+PR_SET_PDEATHSIG; elsewhere a once-a-second check of the parent pid).
 
 Layout (one row per record, variable instance counts):
     pixels        uint8 [sum of H*W*3]        images, flattened (uncompressed, 1 MB chunks)
@@ -79,9 +81,37 @@ def dataset_fingerprint(dataset, config):
 
 # ---------------------------------------------------------------------- building
 _WORKER = {}
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _init_worker(dataset, config):
+def _exit_with_parent(parent_pid):
+    """Makes this worker exit when the building process dies, even by SIGKILL (which
+    runs no cleanup): Linux sends SIGTERM on the parent's death (PR_SET_PDEATHSIG; it
+    fires when the thread that forked us ends, here the main thread), and a daemon
+    thread checks os.getppid() every second as a fallback (other systems, or a parent
+    that died before prctl ran)."""
+    import ctypes
+    import signal
+    import threading
+    import time
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the check below still works
+        pass
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _init_worker(dataset, config, parent_pid=None):
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     _WORKER["dataset"], _WORKER["config"] = dataset, config
 
 
@@ -158,11 +188,13 @@ def _records(dataset, config, num_workers):
     # fork: workers inherit the dataset without pickling it. A bounded window of
     # futures keeps the order and the memory in check; on an error the pending work is
     # cancelled and the workers finish their current image and exit (no SIGTERM, which
-    # can leave multiprocessing.Pool deadlocked).
+    # can leave multiprocessing.Pool deadlocked). A killed parent cannot do that, so each
+    # worker also exits by itself when its parent dies (_exit_with_parent).
     window = 4 * num_workers
     remaining = iter(ids)
     with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("fork"),
-                             initializer=_init_worker, initargs=(dataset, config)) as ex:
+                             initializer=_init_worker,
+                             initargs=(dataset, config, os.getpid())) as ex:
         pending = deque(ex.submit(_build_one, i) for i in itertools.islice(remaining, window))
         try:
             while pending:
@@ -209,9 +241,11 @@ def build_h5_cache(dataset, config, path, num_workers=2, overwrite=False):
             f.attrs["num_records"] = f["image_ids"].shape[0]
             f.attrs["complete"] = True
         commit(partial, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(partial):
             os.remove(partial)
+        if isinstance(e, OSError) and not getattr(e, "filename", None):
+            e.filename = path  # h5py's write errors name no file
         raise
     if skipped:
         log.warning("H5 cache %s: skipped %d of %d images that failed to load; first: %s",

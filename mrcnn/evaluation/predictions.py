@@ -227,7 +227,8 @@ def check_against_images(pred, image_sizes=None, category_ids=None):
     if image_sizes is not None:
         size = image_sizes.get(pred["image_id"])
         if size is None:
-            raise ValueError(f"image_id {pred['image_id']!r} is not in the annotations")
+            raise ValueError(f"image_id {pred['image_id']!r} is not one of the known images "
+                             "(the annotations or the image list)")
         seg = pred.get("segmentation")
         if seg is not None and tuple(seg["size"]) != tuple(int(v) for v in size):
             raise ValueError(f"the mask is {seg['size'][0]}x{seg['size'][1]} but image "
