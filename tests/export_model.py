@@ -14,7 +14,7 @@ from mrcnn.config import Config
 
 
 class ExportConfig(Config):
-    """ResNet18 at 128 px, 3 classes, 5 attributes, few ROIs."""
+    """ResNet18 at 128 px, 3 classes, 5 attributes, few ROIs, float32."""
     NAME = "exporttiny"
     NUM_CLASSES = 1 + 3
     NUM_ATTRIBUTES = 5
@@ -30,6 +30,7 @@ class ExportConfig(Config):
     PRE_NMS_LIMIT = 500
     DETECTION_MAX_INSTANCES = 20
     DETECTION_MIN_CONFIDENCE = 0.3
+    MIXED_PRECISION = "float32"      # "auto" picks bfloat16 on CPUs with avx512_bf16
 
 
 def smooth_images(seed, sizes):
@@ -68,6 +69,35 @@ def calibrate_batch_norm(model, images, passes=30):
             break
     model._infer_fn = None
     return model
+
+
+_SHARED = {}
+
+
+def shared(key, make):
+    """make() once per test session (the export tests and serve tests share a model and
+    its SavedModel)."""
+    if key not in _SHARED:
+        _SHARED[key] = make()
+    return _SHARED[key]
+
+
+NAMES = ["BG", "shirt", "skirt", "shoe"]
+ATTRIBUTES = ["plain", "striped", "floral", "dotted", "checked"]
+EXTRA = {"category_ids": [-1, 11, 12, 13], "attribute_index_to_id": [100, 101, 102, 103, 104]}
+
+
+def shared_model(tmp_path_factory):
+    return shared("model", lambda: build_export_model(tmp_path_factory.mktemp("export_logs")))
+
+
+def shared_saved_model(tmp_path_factory):
+    """(model, path of its SavedModel version directory)."""
+    model = shared_model(tmp_path_factory)
+    path = shared("saved_model", lambda: model.export(
+        str(tmp_path_factory.mktemp("exports") / "saved_model"), "saved_model",
+        class_names=NAMES, attribute_names=ATTRIBUTES, metadata=EXTRA))
+    return model, path
 
 
 def build_export_model(model_dir, seed=3, config=None):

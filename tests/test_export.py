@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from mrcnn.export import ExportError, postprocess, preprocess
-from tests.export_model import build_export_model, smooth_images
+from tests.export_model import shared_model, shared_saved_model, smooth_images
 from tests.parity import compare
 
 SIZES = [(90, 60), (128, 128), (300, 200), (50, 170), (640, 480), (37, 41), (128, 64),
@@ -35,7 +35,7 @@ def png_bytes(image):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    return build_export_model(tmp_path_factory.mktemp("export_logs"))
+    return shared_model(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +57,8 @@ def exports(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def saved_model_dir(model, exports):
-    names = ["BG", "shirt", "skirt", "shoe"]
-    attrs = ["plain", "striped", "floral", "dotted", "checked"]
-    return model.export(str(exports / "saved_model"), "saved_model", class_names=names,
-                        attribute_names=attrs, metadata={"category_ids": [-1, 1, 2, 3]})
+def saved_model_dir(tmp_path_factory):
+    return shared_saved_model(tmp_path_factory)[1]
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +93,7 @@ def test_saved_model_layout_and_labels(saved_model_dir, model):
         labels = json.load(f)
     assert labels["class_names"] == ["BG", "shirt", "skirt", "shoe"]
     assert labels["attribute_names"][1] == "striped"
-    assert labels["input_size"] == 128 and labels["extra"]["category_ids"] == [-1, 1, 2, 3]
+    assert labels["input_size"] == 128 and labels["extra"]["category_ids"] == [-1, 11, 12, 13]
     assert labels["config"]["NUM_ATTRIBUTES"] == 5
     assert "detection_attributes" in labels["outputs"]
 
@@ -168,10 +165,14 @@ _ISOLATED = textwrap.dedent("""
         pass
     model = tf.saved_model.load(sys.argv[2])
     data = np.load(sys.argv[3])
-    a = model.signatures["image_tensor"](images=tf.constant(data["image"][None]))
-    b = model.signatures["serving_default"](images=tf.constant([data["png"].tobytes()]))
-    np.savez(sys.argv[4], **{"a_" + k: v.numpy() for k, v in a.items()},
-             **{"b_" + k: v.numpy() for k, v in b.items()})
+    out = {}
+    for i in range(int(data["count"])):
+        image, png = data[f"image{i}"], data[f"png{i}"].tobytes()
+        a = model.signatures["image_tensor"](images=tf.constant(image[None]))
+        b = model.signatures["serving_default"](images=tf.constant([png]))
+        out.update({f"a{i}_{k}": v.numpy() for k, v in a.items()})
+        out.update({f"b{i}_{k}": v.numpy() for k, v in b.items()})
+    np.savez(sys.argv[4], **out)
     print(json.dumps(sorted(model.signatures.keys())))
 """)
 
@@ -179,9 +180,11 @@ _ISOLATED = textwrap.dedent("""
 def test_saved_model_loads_where_project_is_not_importable(saved_model_dir, images,
                                                            reference, tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    image = images[2]
-    np.savez(tmp_path / "in.npz", image=image,
-             png=np.frombuffer(png_bytes(image), np.uint8))
+    arrays = {"count": len(images)}
+    for i, image in enumerate(images):
+        arrays[f"image{i}"] = image
+        arrays[f"png{i}"] = np.frombuffer(png_bytes(image), np.uint8)
+    np.savez(tmp_path / "in.npz", **arrays)
     script = tmp_path / "load.py"
     script.write_text(_ISOLATED)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -194,10 +197,14 @@ def test_saved_model_loads_where_project_is_not_importable(saved_model_dir, imag
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["image_tensor",
                                                                 "serving_default"]
     out = np.load(tmp_path / "out.npz")
-    for prefix in ("a_", "b_"):
-        outputs = {k[2:]: out[k] for k in out.files if k.startswith(prefix)}
-        compare(reference[2], postprocess.to_results(outputs, [image.shape])[0],
-                where=f"isolated {prefix}")
+    figures = {}
+    for i, image in enumerate(images):
+        for sig in ("a", "b"):
+            prefix = f"{sig}{i}_"
+            outputs = {k[len(prefix):]: out[k] for k in out.files if k.startswith(prefix)}
+            compare(reference[i], postprocess.to_results(outputs, [image.shape])[0],
+                    figures, where=f"fresh process {sig} {image.shape}")
+    record("saved_model in a fresh process without the project", figures)
 
 
 def test_export_errors_are_one_sentence(model, tmp_path):

@@ -55,9 +55,13 @@ def _tap(image, ytap, xtap):
     (yi, yv, wy), (xi, xv, wx) = ytap, xtap
     v = tf.gather(tf.gather(image, yi, axis=0), xi, axis=1)
     v = tf.cast(v, tf.float64)
-    inside = (yv[:, None] & xv[None, :])[..., None]
+    inside = tf.logical_and(tf.reshape(yv, [-1, 1, 1]), tf.reshape(xv, [1, -1, 1]))
     v = tf.where(inside, v, tf.zeros_like(v))
-    return (v * wy[:, None, None]) * wx[None, :, None]
+    # MulNoNan is x * y for these finite values; Grappler's arithmetic optimizer does not
+    # hoist common factors out of it (with Mul it rewrites (a*w)+(b*w) into (a+b)*w in
+    # loaded SavedModels, which changes the float64 rounding and so some pixels).
+    mul = tf.math.multiply_no_nan
+    return mul(mul(v, tf.reshape(wy, [-1, 1, 1])), tf.reshape(wx, [1, -1, 1]))
 
 
 def skimage_resize_uint8(image, out_h, out_w):
@@ -70,9 +74,7 @@ def skimage_resize_uint8(image, out_h, out_w):
     lo = tf.cast(tf.reduce_min(image), tf.float64)
     hi = tf.cast(tf.reduce_max(image), tf.float64)
     out = tf.clip_by_value(out, lo, hi)
-    same = tf.logical_and(tf.equal(out_h, h), tf.equal(out_w, w))
-    resized = tf.cast(tf.floor(out), tf.uint8)                     # astype(uint8) truncates
-    return tf.cond(same, lambda: image, lambda: resized)
+    return tf.cast(tf.floor(out), tf.uint8)                        # astype(uint8) truncates
 
 
 def mold_one(image, config):
@@ -82,8 +84,9 @@ def mold_one(image, config):
     """
     h, w = tf.shape(image)[0], tf.shape(image)[1]
     scale, out_h, out_w = _py_scale_graph(h, w, config)
-    resized = tf.cond(tf.equal(scale, 1.0), lambda: image,
-                      lambda: skimage_resize_uint8(image, out_h, out_w))
+    # scale 1 (no resize in numpy) gives out = in: source index i, weights (1, 0), so
+    # the same arithmetic returns the image unchanged; no branch needed.
+    resized = skimage_resize_uint8(image, out_h, out_w)
     side = int(config.IMAGE_MAX_DIM)
     top, left = (side - out_h) // 2, (side - out_w) // 2
     padded = tf.pad(resized, [[top, side - out_h - top], [left, side - out_w - left], [0, 0]])
@@ -107,6 +110,9 @@ def molded_input(padded, config):
 def mold_batch(images, config):
     """uint8 [B, H, W, 3] -> (molded float32 [B, S, S, 3], meta [B, META])."""
     side = int(config.IMAGE_MAX_DIM)
+    if images.shape[0] == 1:                       # one image: no loop (ONNX, TFLite)
+        padded, meta = mold_one(images[0], config)
+        return molded_input(tf.expand_dims(padded, 0), config), tf.expand_dims(meta, 0)
     padded, metas = tf.map_fn(
         lambda im: mold_one(im, config), images,
         fn_output_signature=(tf.TensorSpec([side, side, 3], tf.uint8),

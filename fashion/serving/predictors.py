@@ -1,0 +1,83 @@
+"""What the server runs: a checkpoint through MaskRCNN.detect(), or an exported
+SavedModel through its image_tensor signature. Both take a uint8 [H, W, 3] image and
+return detect()'s result dict; calls are serialized by a lock (one model, many clients).
+"""
+import json
+import os
+import threading
+
+import numpy as np
+
+from fashion.errors import CLIError
+
+
+class Predictor:
+    """Base: labels (run meta: class_names, category_ids, attribute names) + a lock."""
+
+    def __init__(self, labels, source):
+        self.labels = labels
+        self.source = source
+        self._lock = threading.Lock()
+
+    def detect(self, image):
+        with self._lock:
+            return self._detect(image)
+
+    def _detect(self, image):  # pragma: no cover
+        raise NotImplementedError
+
+
+class CheckpointPredictor(Predictor):
+    """MaskRCNN.detect() on a checkpoint (the `detect` command's model)."""
+
+    def __init__(self, model, meta, weights):
+        super().__init__(meta, os.path.abspath(weights))
+        self.model = model
+
+    def _detect(self, image):
+        return self.model.detect([image])[0]
+
+
+def saved_model_dir(path):
+    """PATH itself when it holds saved_model.pb, else its highest numeric version."""
+    path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = sorted((int(d) for d in os.listdir(path) if d.isdigit()
+                       and os.path.isfile(os.path.join(path, d, "saved_model.pb")))
+                      if os.path.isdir(path) else [])
+    if not versions:
+        raise CLIError(f"--export {path} holds no SavedModel (saved_model.pb or "
+                       "<version>/saved_model.pb); write one with `fashion.py export`.")
+    return os.path.join(path, str(versions[-1]))
+
+
+class ExportPredictor(Predictor):
+    """An exported SavedModel's image_tensor signature + postprocess.to_results."""
+
+    def __init__(self, path):
+        import tensorflow as tf
+        directory = saved_model_dir(path)
+        with open(os.path.join(directory, "assets", "labels.json"), encoding="utf-8") as f:
+            labels = json.load(f)
+        meta = dict(labels.get("extra") or {})
+        meta.setdefault("class_names", labels["class_names"])
+        meta.setdefault("attribute_names", labels["attribute_names"])
+        meta.setdefault("category_ids", list(range(len(labels["class_names"]))))
+        super().__init__(meta, os.path.abspath(directory))
+        self._fn = tf.saved_model.load(directory).signatures["image_tensor"]
+        self._tf = tf
+
+    def _detect(self, image):
+        from mrcnn.export.postprocess import to_results
+        out = self._fn(images=self._tf.constant(np.asarray(image, np.uint8)[None]))
+        return to_results(out, [image.shape])[0]
+
+
+def make_predictor(args):
+    """The predictor for `serve`'s flags (--export DIR, or --weights with --logs)."""
+    if getattr(args, "export", None):
+        return ExportPredictor(args.export)
+    from fashion.runs import inference_model
+    model, meta, weights = inference_model(args)
+    return CheckpointPredictor(model, meta, weights)

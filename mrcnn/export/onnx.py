@@ -1,0 +1,86 @@
+"""ONNX export through tf2onnx, run with onnxruntime.
+
+    DIR/model.onnx   input "images" uint8 [1, H, W, 3] (any H, W), outputs by name
+    DIR/labels.json  (see mrcnn.export.metadata)
+
+    sess = onnxruntime.InferenceSession("DIR/model.onnx")
+    names = [o.name for o in sess.get_outputs()]
+    outputs = dict(zip(names, sess.run(None, {"images": image[None]})))
+    result = mrcnn.export.postprocess.to_results(outputs, [image.shape])[0]
+
+One image per call (the batch dimension is 1). The model must compute in float32:
+ONNX Runtime has no bfloat16 / float16 convolution that matches TensorFlow's.
+"""
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+
+from mrcnn.export.metadata import ExportError
+from mrcnn.export.saved_model import image_fn
+from mrcnn.export.verify import check_against_tf
+from mrcnn.fileio import atomic_directory, write_json
+
+OPSET = 17
+SINGLE_IMAGE_SPEC = tf.TensorSpec([1, None, None, 3], tf.uint8, name="images")
+
+
+def require_float32(model, fmt):
+    """Raises ExportError when any layer computes in another dtype than float32."""
+    for layer in model.keras_model.layers:
+        dtype = getattr(layer, "compute_dtype", "float32")
+        if layer.weights and dtype != "float32":
+            raise ExportError(
+                f"Layer {layer.name} computes in {dtype} (MIXED_PRECISION), which {fmt} "
+                "cannot run as TensorFlow does; build the inference model with "
+                "MIXED_PRECISION='float32' and export again.")
+
+
+def single_image_fn(model):
+    return tf.function(image_fn(model.keras_model, model.config),
+                       input_signature=[SINGLE_IMAGE_SPEC], autograph=False)
+
+
+def _session(model_bytes):
+    import onnxruntime as ort
+    try:
+        return ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception classes
+        text = " ".join(str(e).split())
+        op = re.search(r"No Op registered for (\w+)", text)
+        if op:
+            raise ExportError(f"ONNX cannot express the TensorFlow op {op.group(1)} here "
+                              "(tf2onnx left it unconverted); the export was not "
+                              "written.") from None
+        raise ExportError(f"onnxruntime rejects the converted model: {text[:300]}.") from None
+
+
+def export_onnx(model, path, meta, opset=OPSET):
+    """Writes PATH/model.onnx and PATH/labels.json; returns the .onnx path."""
+    import tf2onnx
+    require_float32(model, "ONNX")
+    fn = single_image_fn(model)
+    with atomic_directory(path) as tmp:
+        target = os.path.join(tmp, "model.onnx")
+        proto, _ = tf2onnx.convert.from_function(
+            fn, input_signature=[SINGLE_IMAGE_SPEC], opset=opset, output_path=target)
+        sess = _session(proto.SerializeToString())
+        names = [o.name for o in sess.get_outputs()]
+        check_against_tf(fn, lambda x: dict(zip(names, sess.run(None, {"images": x}))),
+                         model.config, "ONNX")
+        write_json(os.path.join(tmp, "labels.json"), dict(meta, input="images uint8 "
+                                                          "[1, H, W, 3]", opset=opset))
+    return os.path.join(path, "model.onnx")
+
+
+def load(path):
+    """(onnxruntime session, run(image) -> outputs dict) for PATH/model.onnx."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+
+    def run(image):
+        batch = np.asarray(image, np.uint8)[None]
+        return dict(zip(names, sess.run(None, {"images": batch})))
+    return sess, run
