@@ -6,7 +6,9 @@ next to the peers' figures measured in the same run, plus peak memory.
 
 Like with like (../shared/bench/README.md): random weights, 47 classes, 1000 proposals
 after NMS, at most 100 detections, score threshold 0.05, 2 threads. The peers' scripts
-are run from ../shared/bench when their virtual environments are given.
+are run from ../shared/bench when their virtual environments are given; torchvision is
+also timed under its CPU bfloat16 autocast (benchmarks/torchvision_autocast.py). Ours
+runs in float32 and with MIXED_PRECISION="auto" (bfloat16 on CPUs with avx512_bf16/AMX).
 """
 import argparse
 import os
@@ -23,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 
-def make_config(size, backbone, mode_batch=1, classes=47, precision=None):
+def make_config(size, backbone, mode_batch=1, classes=47, precision="float32"):
     from mrcnn.config import Config
 
     class Bench(Config):
@@ -39,12 +41,10 @@ def make_config(size, backbone, mode_batch=1, classes=47, precision=None):
         TRAIN_ROIS_PER_IMAGE = 512
         MAX_GT_INSTANCES = 10
         MIXED_PRECISION = precision
-    if backbone.startswith("efficientnet"):
-        Bench.TOP_DOWN_PYRAMID_SIZE = 64 if backbone.endswith("b0") else 160
-    return Bench()
+    return Bench()  # EfficientNet: the pyramid and head sizes a user gets by default
 
 
-def time_inference(size, backbone, reps, precision=None):
+def time_inference(size, backbone, reps, precision="float32"):
     """Median seconds per image of detect() on a random image; returns (median, params)."""
     from mrcnn.model import MaskRCNN
     config = make_config(size, backbone, precision=precision)
@@ -59,14 +59,14 @@ def time_inference(size, backbone, reps, precision=None):
     return statistics.median(times), model.keras_model.count_params()
 
 
-def time_train_step(size, backbone, reps):
+def time_train_step(size, backbone, reps, precision="float32", jit_compile=False):
     """Median seconds of one training step (batch 1, two instances) at a size."""
     import tensorflow as tf
-    from mrcnn import graph
     from mrcnn.data.pipeline import training_inputs
-    from mrcnn.training import MaskRCNNTrainModel, make_optimizer
+    from mrcnn.model import MaskRCNN
+    from mrcnn.training import make_optimizer
     from mrcnn.utils import Dataset
-    config = make_config(size, backbone)
+    config = make_config(size, backbone, precision=precision)
 
     class Two(Dataset):
         def load_image(self, i):
@@ -83,9 +83,8 @@ def time_train_step(size, backbone, reps):
         ds.add_class("b", c, f"c{c}")
     ds.add_image("b", 0, None)
     ds.prepare()
-    inputs, outputs = graph.build_training_graph(config)
-    model = MaskRCNNTrainModel(inputs, outputs, config)
-    model.compile(optimizer=make_optimizer(config, 1e-3))
+    model = MaskRCNN("training", config, "/tmp/bench_logs").keras_model  # policy applied
+    model.compile(optimizer=make_optimizer(config, 1e-3), jit_compile=jit_compile)
     batch = next(iter(training_inputs(ds, config, 1, repeat=False)))
     model.train_on_batch(batch)
     times = []
@@ -97,12 +96,16 @@ def time_train_step(size, backbone, reps):
     return statistics.median(times)
 
 
-def run_peer(python, script, size, threads, reps):
-    """Runs a peer's reference script; returns {"infer": s, "train_step": s}."""
+def run_peer(python, script, size, threads, reps, local=False, no_train=False):
+    """Runs a peer's reference script (local: one of ours beside this file);
+    returns {"infer": s, "train_step": s}."""
     if not python or not os.path.exists(python):
         return {}
-    path = os.path.join(ROOT, "..", "shared", "bench", script)
+    path = (os.path.join(ROOT, "benchmarks", script) if local else
+            os.path.join(ROOT, "..", "shared", "bench", script))
     args = [python, path, "--size", str(size), "--reps", str(reps)]
+    if no_train:
+        args.append("--no-train")
     if "torchvision" in script:  # the TF Model Garden script sets 2 threads itself
         args += ["--threads", str(threads)]
     out = subprocess.run(args, capture_output=True, text=True, timeout=3600)
@@ -116,6 +119,56 @@ def run_peer(python, script, size, threads, reps):
     return figures
 
 
+def cpu_summary():
+    """lscpu's model name and the bf16 flags of this CPU."""
+    from mrcnn.precision import CPU_BF16_FLAGS, describe_precision, host_cpu_flags
+    name = "unknown"
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        name = next((l.split(":", 1)[1].strip() for l in out.splitlines()
+                     if l.startswith("Model name")), name)
+    except OSError:
+        pass
+    flags = host_cpu_flags()
+    marks = ", ".join(f"{f}={'yes' if f in flags else 'no'}" for f in CPU_BF16_FLAGS)
+    return f"CPU: {name}; {marks}; auto -> {describe_precision('auto')}"
+
+
+def measure(size, a):
+    """One size: ours in float32 and auto, the peers in float32, torchvision in bf16."""
+    row = {"size": size}
+    row["infer32"], row["params"] = time_inference(size, a.backbone, a.reps, "float32")
+    row["infer_auto"], _ = time_inference(size, a.backbone, a.reps, "auto")
+    if not a.no_train and size <= 512:
+        row["train32"] = time_train_step(size, a.backbone, a.reps, "float32")
+        row["train_auto"] = time_train_step(size, a.backbone, a.reps, "auto",
+                                            jit_compile=a.jit)
+    row["tv"] = run_peer(a.torch_python, "torchvision_maskrcnn.py", size, a.threads, a.reps)
+    row["tv16"] = run_peer(a.torch_python, "torchvision_autocast.py", size, a.threads,
+                           a.reps, local=True, no_train=a.no_train or size > 512)
+    row["tfm"] = run_peer(a.tfm_python, "tfm_maskrcnn.py", size, a.threads, a.reps)
+    print(f"size {size}: {row}", flush=True)
+    return row
+
+
+def print_rows(rows):
+    nan = float("nan")
+    print(f"\n{'':22}{'ours fp32':>10}{'ours auto':>10}{'tv fp32':>9}{'tv bf16':>9}"
+          f"{'TFM fp32':>9}{'auto/best fp32 peer':>21}{'auto/tv bf16':>14}")
+    for r in rows:
+        for kind, ours32, auto in (("infer", "infer32", "infer_auto"),
+                                   ("train_step", "train32", "train_auto")):
+            if ours32 not in r:
+                continue
+            peers = [v for v in (r["tv"].get(kind), r["tfm"].get(kind)) if v]
+            best = min(peers) if peers else nan
+            tv16 = r["tv16"].get(kind, nan)
+            print(f"{r['size']:>5} {kind:<16}{r[ours32]:>10.3f}{r[auto]:>10.3f}"
+                  f"{r['tv'].get(kind, nan):>9.3f}{tv16:>9.3f}{r['tfm'].get(kind, nan):>9.3f}"
+                  f"{r[auto] / best:>21.2f}{r[auto] / tv16:>14.2f}")
+    print("targets: auto <= 0.5 x the best peer's float32 time, <= 0.6 x torchvision bf16")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,39 +179,16 @@ def main():
     p.add_argument("--torch-python", help="python of a venv with torch + torchvision")
     p.add_argument("--tfm-python", help="python of a venv with tf-models-official")
     p.add_argument("--no-train", action="store_true")
-    p.add_argument("--bf16", action="store_true",
-                   help="also time our inference with mixed_bfloat16 (AVX512-BF16/AMX CPUs)")
+    p.add_argument("--jit", action="store_true", help="XLA-compile the auto train step")
     a = p.parse_args()
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(a.threads)
     tf.config.threading.set_inter_op_parallelism_threads(a.threads)
-    rows = []
-    for size in a.sizes:
-        ours, params = time_inference(size, a.backbone, a.reps)
-        train = None if a.no_train or size > 512 else time_train_step(size, a.backbone, a.reps)
-        tv = run_peer(a.torch_python, "torchvision_maskrcnn.py", size, a.threads, a.reps)
-        tfm = run_peer(a.tfm_python, "tfm_maskrcnn.py", size, a.threads, a.reps)
-        rows.append((size, ours, train, tv, tfm, params))
-        if a.bf16:
-            bf16, _ = time_inference(size, a.backbone, a.reps, precision="mixed_bfloat16")
-            print(f"size {size}: ours infer with mixed_bfloat16 {bf16:.3f}s", flush=True)
-        print(f"size {size}: ours infer {ours:.3f}s"
-              + (f", train step {train:.3f}s" if train else "")
-              + (f" | torchvision infer {tv.get('infer', float('nan')):.3f}s"
-                 f" train {tv.get('train_step', float('nan')):.3f}s" if tv else "")
-              + (f" | TF Model Garden infer {tfm.get('infer', float('nan')):.3f}s" if tfm else "")
-              + f" | {params / 1e6:.1f}M params", flush=True)
+    print(cpu_summary(), flush=True)
+    rows = [measure(size, a) for size in a.sizes]
+    print_rows(rows)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\n{'size':>5} {'ours infer':>11} {'peer best':>10} {'ratio':>6} "
-          f"{'ours train':>11} {'torchvision':>12} {'ratio':>6}")
-    for size, ours, train, tv, tfm, _ in rows:
-        peers = [v for v in (tv.get("infer"), tfm.get("infer")) if v]
-        best = min(peers) if peers else float("nan")
-        tvt = tv.get("train_step", float("nan"))
-        print(f"{size:>5} {ours:>11.3f} {best:>10.3f} {ours / best:>6.2f} "
-              f"{(train or float('nan')):>11.3f} {tvt:>12.3f} "
-              f"{(train or float('nan')) / tvt:>6.2f}")
-    print(f"peak memory (this process): {peak:.0f} MiB; target: ratio <= 0.5")
+    print(f"peak memory (this process): {peak:.0f} MiB")
 
 
 if __name__ == "__main__":

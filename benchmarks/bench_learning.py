@@ -59,6 +59,28 @@ def torchvision_images_per_second(python, size):
     return None
 
 
+# Settings before size-aware ROI sampling, bf16 auto and the budgeted cosine rate.
+BASELINE_TRAIN = ["--mixed-precision", "float32", "--set", "LR_SCHEDULE=constant",
+                  "--set", "TRAIN_ROIS_PER_IMAGE=50", "--set", "RPN_TRAIN_ANCHORS_PER_IMAGE=128"]
+
+
+def hard_comparison(a):
+    """Baseline vs new settings on the hard demo set, trained side by side."""
+    from benchmarks.fixed_time import hard_demo, print_table, run_variants
+    size = a.image_size if a.image_size != 128 else 256
+    data = hard_demo(os.path.join(a.out, f"demo_hard_{size}"), num_images=750, size=size)
+    variants = {"baseline": (BASELINE_TRAIN, ["--set", "MIXED_PRECISION=null"]),
+                "new": ([], [])}
+    results = run_variants(variants, data, a.out, a.minutes, size, a.backbone)
+    print_table(results, f"Hard demo set, {size} px, {a.backbone} from scratch, "
+                f"{a.minutes} min each (run side by side)")
+    base, new = results["baseline"], results["new"]
+    if "segm_ap50" in base and "segm_ap50" in new:
+        print(f"segm AP50 {base['segm_ap50']:.3f} -> {new['segm_ap50']:.3f}; steps "
+              f"{base['steps']} -> {new['steps']} ({new['steps'] / max(base['steps'], 1):.2f}x)")
+    return results
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,7 +94,12 @@ def main():
     p.add_argument("--out", default="/tmp/bench_learning")
     p.add_argument("--speed-only", action="store_true",
                    help="skip the timed demo training (needs data/demo generated)")
+    p.add_argument("--hard", action="store_true",
+                   help="the hard demo set (600 train + 150 val images at 256 px, crowds "
+                   "of small garments): today's settings vs the new ones, same wall time")
     a = p.parse_args()
+    if a.hard:
+        return hard_comparison(a)
     from fashion.fashion import main as fashion_main
     if not a.speed_only:
         t = time.time()

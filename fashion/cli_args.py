@@ -94,7 +94,7 @@ def build_config(args, train_ds, pretrained, saved=None):
         if value is not None:
             values[key] = value
     if values.get("MIXED_PRECISION") == "float32":
-        values.pop("MIXED_PRECISION")
+        values["MIXED_PRECISION"] = None  # explicitly off; "auto" is the default
     values.update(parse_sets(getattr(args, "set", None)))
     values.pop("NUM_CLASSES", None), values.pop("NUM_ATTRIBUTES", None)
     return make_config(size, train_ds.num_classes, train_ds.num_attributes, backbone,

@@ -49,6 +49,10 @@ FROM_SCRATCH = {
 }
 
 
+# Attributes whose None is a choice (float32), not a flag left unset.
+EXPLICIT_NONE = ("MIXED_PRECISION",)
+
+
 def make_config(image_size, num_classes, num_attributes=0, backbone="resnet50",
                 pretrained=True, **overrides):
     """A validated FashionConfig instance for the given data and starting weights.
@@ -71,6 +75,7 @@ def make_config(image_size, num_classes, num_attributes=0, backbone="resnet50",
     if unknown:
         raise ValueError(f"Unknown config attribute(s) {unknown}; use matterport Config "
                          "names such as STEPS_PER_EPOCH or LEARNING_RATE.")
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update({k: v for k, v in overrides.items()
+                   if v is not None or k in EXPLICIT_NONE})
     cls = type("FashionRunConfig", (FashionConfig,), values)
     return cls()

@@ -200,18 +200,21 @@ def make_image(index, size, seed, ids):
     return image, instances
 
 
-def _manifest(num_images, size, seed):
+def _manifest(num_images, size, seed, hard=False):
     return {"generator": "fashion.demo_data", "version": GENERATOR_VERSION,
             "format": "imat2019", "num_images": int(num_images), "size": int(size),
-            "seed": int(seed)}
+            "seed": int(seed), "hard": bool(hard)}
 
 
-def generate_demo(out_dir, num_images=300, size=256, seed=0):
+def generate_demo(out_dir, num_images=300, size=256, seed=0, hard=False):
     """Writes the demo dataset to out_dir (skipped when out_dir/manifest.json already
-    records the same generator version and parameters) and returns out_dir."""
+    records the same generator version and parameters) and returns out_dir.
+
+    hard=True draws crowds of small, overlapping figures with accessories (hats,
+    belts, glasses, ...; fashion/demo_hard.py) instead of one or two large figures."""
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
-    wanted = _manifest(num_images, size, seed)
+    wanted = _manifest(num_images, size, seed, hard)
     if manifest_path.is_file() and (out_dir / "train.csv").is_file():
         try:
             done = json.loads(manifest_path.read_text())
@@ -233,9 +236,14 @@ def generate_demo(out_dir, num_images=300, size=256, seed=0):
     ids = {k: labels.category_id(v) for k, v in CATEGORIES.items()}
     ids.update({k: labels.attribute_id(v) for k, v in PATTERNS.items()})
     ids.update({k: labels.attribute_id(k) for k in SKIRT_LENGTHS})
+    draw = make_image
+    if hard:
+        from fashion.demo_hard import HARD_CATEGORIES, make_hard_image
+        ids.update({k: labels.category_id(v) for k, v in HARD_CATEGORIES.items()})
+        draw = make_hard_image
     rows = []
     for i in range(num_images):
-        image, instances = make_image(i, size, seed, ids)
+        image, instances = draw(i, size, seed, ids)
         name = f"demo_{i:05d}.jpg"
         with atomic_path(image_dir / name) as tmp:
             Image.fromarray(image).save(tmp, format="JPEG", quality=92)
@@ -260,9 +268,11 @@ def main(argv=None):
     parser.add_argument("--num-images", type=int, default=300)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hard", action="store_true", help="crowds of small, "
+                        "overlapping figures with hats, belts, glasses and more")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = generate_demo(args.out_dir, args.num_images, args.size, args.seed)
+    out = generate_demo(args.out_dir, args.num_images, args.size, args.seed, args.hard)
     print(f"Demo dataset in {out}")
 
 

@@ -89,7 +89,7 @@ def _inference_values(args, path):
         values["BACKBONE"] = args.backbone
     if getattr(args, "image_size", None):
         values.pop("IMAGE_MAX_DIM", None), values.pop("IMAGE_MIN_DIM", None)
-    values.update(IMAGES_PER_GPU=1, GPU_COUNT=1, MIXED_PRECISION=None)
+    values.update(IMAGES_PER_GPU=1, GPU_COUNT=1, MIXED_PRECISION="auto")  # outputs stay float32
     if getattr(args, "min_confidence", None) is not None:
         values["DETECTION_MIN_CONFIDENCE"] = args.min_confidence
     values.update(parse_sets(getattr(args, "set", None)))

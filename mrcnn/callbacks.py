@@ -75,11 +75,13 @@ class LossCurve(keras.callbacks.Callback):
         dt = time.perf_counter() - (self._t or time.perf_counter())
         self.step += 1
         row = {"step": self.step, "time": round(time.time(), 3),
-               "images_per_second": round(self.batch_size / dt, 4) if dt > 0 else 0}
+               "images_per_second": round(self.batch_size / dt, 4) if dt > 0 else 0,
+               "learning_rate": current_learning_rate(self.model)}
         row.update({k: float(v) for k, v in logs.items()})
         new = not os.path.exists(self.csv_path)
+        fields = list(row) if new else csv_header(self.csv_path)  # resumed: its columns
         with open(self.csv_path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
             if new:
                 w.writeheader()
             w.writerow(row)
@@ -90,6 +92,21 @@ class LossCurve(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.on_epoch_end(-1, logs)
+
+
+def current_learning_rate(model):
+    """The rate the optimizer applies at its current step (a float), or None."""
+    optimizer = getattr(model, "optimizer", None)
+    try:
+        return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def csv_header(csv_path):
+    """The column names of an existing CSV file."""
+    with open(csv_path, newline="") as f:
+        return next(csv.reader(f), [])
 
 
 def plot_loss_curve(csv_path, png_path):

@@ -58,6 +58,12 @@ class Config:
 
     # Channels of the top-down pyramid layers.
     TOP_DOWN_PYRAMID_SIZE = 256
+    # Channels of the RPN's shared 3x3 convolution and of the mask head's convolutions.
+    RPN_CONV_DEPTH = 512
+    MASK_HEAD_DEPTH = 256
+    # These four sizes are matterport's for ResNet. For "efficientnet-bN" the ones not
+    # set in a subclass follow EfficientDet-DN: the pyramid is the BiFPN width (64 for
+    # B0 .. 384 for B7) and the heads scale with it (mrcnn/scaled_defaults.py).
 
     # Number of classes including background.
     NUM_CLASSES = 1
@@ -134,6 +140,11 @@ class Config:
     OPTIMIZER = "sgd"
     # Linear warm-up steps at the start of each training stage (0 = none).
     WARMUP_STEPS = 0
+    # Learning rate after warm-up: "cosine" or "linear" decay to LR_FLOOR x the rate on
+    # the stage's last step (the time budget's last step with train(time_budget=...)),
+    # or "constant" (see mrcnn/schedules.py).
+    LR_SCHEDULE = "cosine"
+    LR_FLOOR = 0.01
 
     # Weight decay regularisation (L2 on conv and dense kernels).
     WEIGHT_DECAY = 0.0001
@@ -171,9 +182,14 @@ class Config:
     # Static shapes everywhere (XLA / TPU): the mask head then runs on the maximum number
     # of positive ROIs and ROI align crops every level. False saves work on CPUs/GPUs.
     STATIC_SHAPES = False
+    # XLA-compile the train step (jit_compile). Off by default: on CPUs it did not make
+    # the step faster (docs/benchmarks.md); try it with STATIC_SHAPES on GPUs/TPUs.
+    JIT_COMPILE = False
 
-    # Mixed precision policy: None, "mixed_float16" or "mixed_bfloat16".
-    MIXED_PRECISION = None
+    # Precision policy: "auto" (bfloat16 on CPUs with avx512_bf16/AMX and GPUs of compute
+    # capability >= 8.0, float16 on 7.x GPUs, float32 elsewhere; see mrcnn/precision.py),
+    # None or "float32", "mixed_float16" or "mixed_bfloat16".
+    MIXED_PRECISION = "auto"
 
     _RESIZE_MODES = ("none", "square", "pad64", "crop")
 
@@ -188,6 +204,8 @@ class Config:
                                          self.IMAGE_CHANNEL_COUNT])
         # the layout is defined once, in mrcnn/meta.py
         self.IMAGE_META_SIZE = meta_size(self.NUM_CLASSES)
+        from mrcnn.scaled_defaults import apply_scaled_defaults
+        apply_scaled_defaults(self, Config)
         self.validate()
 
     # ------------------------------------------------------------------ validation
@@ -204,7 +222,8 @@ class Config:
                      "TRAIN_ROIS_PER_IMAGE", "MAX_GT_INSTANCES", "DETECTION_MAX_INSTANCES",
                      "POST_NMS_ROIS_TRAINING", "POST_NMS_ROIS_INFERENCE", "PRE_NMS_LIMIT",
                      "RPN_TRAIN_ANCHORS_PER_IMAGE", "POOL_SIZE", "MASK_POOL_SIZE",
-                     "TOP_DOWN_PYRAMID_SIZE", "RPN_ANCHOR_STRIDE", "STEPS_PER_EXECUTION"):
+                     "TOP_DOWN_PYRAMID_SIZE", "RPN_ANCHOR_STRIDE", "STEPS_PER_EXECUTION",
+                     "RPN_CONV_DEPTH", "MASK_HEAD_DEPTH", "FPN_CLASSIF_FC_LAYERS_SIZE"):
             positive_int(name)
         if self.NUM_CLASSES < 2:
             self._fail(f"NUM_CLASSES is {self.NUM_CLASSES}; it counts the background "
@@ -239,13 +258,19 @@ class Config:
                        f"POST_NMS_ROIS_INFERENCE ({self.POST_NMS_ROIS_INFERENCE}); raise it.")
         if self.LEARNING_RATE <= 0:
             self._fail(f"LEARNING_RATE must be > 0, got {self.LEARNING_RATE}.")
+        if self.LR_SCHEDULE not in ("cosine", "linear", "constant"):
+            self._fail(f"LR_SCHEDULE is {self.LR_SCHEDULE!r}; use 'cosine', 'linear' or "
+                       "'constant'.")
+        if not 0 <= self.LR_FLOOR <= 1:
+            self._fail(f"LR_FLOOR must be a fraction of the rate in [0, 1], got {self.LR_FLOOR}.")
         if self.OPTIMIZER not in ("sgd", "adamw"):
             self._fail(f"OPTIMIZER is {self.OPTIMIZER!r}; use 'sgd' or 'adamw'.")
         if self.TRAIN_BN not in (None, True, False):
             self._fail(f"TRAIN_BN must be None, True or False, got {self.TRAIN_BN!r}.")
-        if self.MIXED_PRECISION not in (None, "mixed_float16", "mixed_bfloat16"):
-            self._fail(f"MIXED_PRECISION is {self.MIXED_PRECISION!r}; use None, "
-                       "'mixed_float16' or 'mixed_bfloat16'.")
+        if self.MIXED_PRECISION not in (None, "auto", "float32", "mixed_float16",
+                                        "mixed_bfloat16"):
+            self._fail(f"MIXED_PRECISION is {self.MIXED_PRECISION!r}; use 'auto', None, "
+                       "'float32', 'mixed_float16' or 'mixed_bfloat16'.")
         if len(self.MASK_SHAPE) != 2 or self.MASK_SHAPE[0] != 2 * self.MASK_POOL_SIZE:
             self._fail(f"MASK_SHAPE {list(self.MASK_SHAPE)} must be twice MASK_POOL_SIZE "
                        f"({self.MASK_POOL_SIZE}) since the mask head upsamples once; set "

@@ -80,11 +80,14 @@ def size_settings(image_size, what="image size"):
         "IMAGE_MIN_DIM": 800 if side >= 1024 else side,
         "IMAGE_MAX_DIM": side,
         "RPN_ANCHOR_SCALES": tuple(base * 2 ** i for i in range(5)),  # P2..P6
-        "TRAIN_ROIS_PER_IMAGE": max(32, int(round(200 * s))),
+        # crowded small images hold as many instances as large ones: ROIs and RPN
+        # anchors shrink with the square root of the side (33% positives cover ~30
+        # instances at 256 px), not with the side
+        "TRAIN_ROIS_PER_IMAGE": max(64, int(round(200 * s ** 0.5))),
         "POST_NMS_ROIS_TRAINING": max(256, int(round(2000 * s))),
         "POST_NMS_ROIS_INFERENCE": max(128, int(round(1000 * s))),
         "PRE_NMS_LIMIT": max(1024, int(round(6000 * s))),
-        "RPN_TRAIN_ANCHORS_PER_IMAGE": max(64, int(round(256 * s ** 0.5))),
+        "RPN_TRAIN_ANCHORS_PER_IMAGE": 256,
         "MAX_GT_INSTANCES": 100 if side >= 512 else 50,
         "DETECTION_MAX_INSTANCES": 100 if side >= 512 else 50,
         "MINI_MASK_SHAPE": (56, 56) if side >= 512 else (28, 28),

@@ -51,11 +51,13 @@ def _mask_branch(rois, input_image_meta, pyramid, config):
     pooled = PyramidROIAlign([config.MASK_POOL_SIZE, config.MASK_POOL_SIZE],
                              static_shapes=config.STATIC_SHAPES,
                              name="roi_align_mask")([rois, input_image_meta] + maps)
-    return mask_head(pooled, config.NUM_CLASSES, train_bn=config.TRAIN_BN)
+    return mask_head(pooled, config.NUM_CLASSES, train_bn=config.TRAIN_BN,
+                     depth=config.MASK_HEAD_DEPTH)
 
 
 def _rpn(pyramid, config):
-    head = RPNHead(len(config.RPN_ANCHOR_RATIOS), config.RPN_ANCHOR_STRIDE)
+    head = RPNHead(len(config.RPN_ANCHOR_RATIOS), config.RPN_ANCHOR_STRIDE,
+                   depth=config.RPN_CONV_DEPTH)
     return head.over_levels([pyramid[k] for k in ("P2", "P3", "P4", "P5", "P6")])
 
 

@@ -28,6 +28,8 @@ import tensorflow as tf
 from mrcnn import distribute, graph, inference, utils
 from mrcnn.callbacks import AtomicCheckpoint, LossCurve, TimeBudget
 from mrcnn.data.pipeline import NoUsableSamples, SkipCounter, training_inputs
+from mrcnn.precision import resolve_precision
+from mrcnn.schedules import BudgetedLearningRate
 from mrcnn.training import (MaskRCNNTrainModel, layers_regex, make_optimizer,
                             set_trainable)
 from mrcnn.utils import norm_anchors
@@ -74,8 +76,9 @@ class MaskRCNN:
             distribute.configure_for_strategy(config, strategy)
         self.set_log_dir()
         # Layers take the policy when built; the global policy is restored afterwards.
+        self.precision = resolve_precision(config.MIXED_PRECISION)
         previous = keras.mixed_precision.global_policy()
-        keras.mixed_precision.set_global_policy(config.MIXED_PRECISION or "float32")
+        keras.mixed_precision.set_global_policy(self.precision)
         try:
             with self._scope():
                 self.keras_model = self.build(mode=mode, config=config)
@@ -224,12 +227,17 @@ class MaskRCNN:
         budget = TimeBudget(time_budget) if time_budget else None
         if budget:
             callbacks.append(budget)
+        if self.config.LR_SCHEDULE != "constant":
+            planned = (epochs - self.epoch) * self.config.STEPS_PER_EPOCH
+            self.lr_schedule = BudgetedLearningRate(learning_rate, self.config, planned, budget)
+            callbacks.insert(0, self.lr_schedule)  # before LossCurve logs the rate
         callbacks += list(custom_callbacks or [])
         log.info("Starting at epoch %d, LR=%s, training %d layers; checkpoints: %s",
                  self.epoch, learning_rate, len(trained), self.checkpoint_path)
         with self._scope():
             self.keras_model.compile(
-                optimizer=make_optimizer(self.config, learning_rate), jit_compile=False,
+                optimizer=make_optimizer(self.config, learning_rate),
+                jit_compile=bool(getattr(self.config, "JIT_COMPILE", False)),
                 steps_per_execution=int(getattr(self.config, "STEPS_PER_EXECUTION", 1)))
         history = self._fit(train_ds, val_ds, epochs, callbacks, verbose)
         done = history.epoch[-1] + 1 if history.epoch else self.epoch

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from mrcnn.keras_compat import ReplicaSafeBuild, in_multi_worker_mode
 from mrcnn.losses import compute_losses, weight_decay_loss
+from mrcnn.precision import resolve_precision
 
 # Presets of layers to train, as regular expressions over layer names.
 LAYER_REGEX = {
@@ -82,8 +83,10 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 def make_optimizer(config, learning_rate):
     """matterport's SGD with momentum and per-variable clipnorm (or AdamW)."""
-    lr = (WarmupSchedule(learning_rate, config.WARMUP_STEPS) if config.WARMUP_STEPS
-          else learning_rate)
+    # "cosine"/"linear": mrcnn.schedules.BudgetedLearningRate sets the rate every step.
+    constant = getattr(config, "LR_SCHEDULE", "constant") == "constant"
+    lr = (WarmupSchedule(learning_rate, config.WARMUP_STEPS)
+          if config.WARMUP_STEPS and constant else learning_rate)
     clip = config.GRADIENT_CLIP_NORM or None
     if config.OPTIMIZER == "adamw":
         opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.WEIGHT_DECAY,
@@ -91,7 +94,7 @@ def make_optimizer(config, learning_rate):
     else:
         opt = keras.optimizers.SGD(learning_rate=lr, momentum=config.LEARNING_MOMENTUM,
                                    clipnorm=clip)
-    if config.MIXED_PRECISION == "mixed_float16":
+    if resolve_precision(config.MIXED_PRECISION) == "mixed_float16":
         opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt
 

@@ -70,9 +70,11 @@ def add_parser(subparsers, parents):
     p.add_argument("--time-budget", type=float, default=None, metavar="MINUTES",
                    help="stop cleanly after this many minutes (final checkpoint kept)")
     p.add_argument("--mixed-precision", nargs="?", const="mixed_float16", default=None,
-                   choices=["mixed_float16", "mixed_bfloat16", "float32"],
-                   help="mixed_float16 (the value when the flag is bare; GPUs), "
-                   "mixed_bfloat16 (the default with --strategy tpu) or float32 (off)")
+                   choices=["auto", "mixed_float16", "mixed_bfloat16", "float32"],
+                   help="auto (the default: bfloat16 on CPUs with avx512_bf16/AMX and "
+                   "GPUs of compute capability >= 8, float16 on 7.x GPUs, else float32), "
+                   "mixed_float16 (the value when the flag is bare), mixed_bfloat16 (the "
+                   "default with --strategy tpu) or float32 (off)")
     p.add_argument("--h5py-dataset", action="store_true",
                    help="build (or reuse) an H5 cache of resized records under "
                    "<logs>/cache and train from it")
@@ -268,6 +270,7 @@ def run(args):
         raise CLIError(TPU_NEEDS_RECORDS)
     from mrcnn import distribute
     from mrcnn.model import MaskRCNN
+    from mrcnn.precision import describe_precision
     from mrcnn.training import parse_schedule
     strategy = get_strategy(args.strategy, args.tpu)  # first: before other TF work
     tpu = distribute.is_tpu(strategy)
@@ -289,12 +292,14 @@ def run(args):
     stages = parse_schedule(schedule, config.LEARNING_RATE)
     val = _validation(config, data)
     model = MaskRCNN("training", config, args.logs, strategy=strategy)
+    print(f"Precision: {describe_precision(config.MIXED_PRECISION)}")
     _load_start_weights(model, start, args)
     if distribute.is_chief(strategy):  # other workers of a multi-worker run write nothing
         model.create_log_dir()  # a new run never reuses another run's directory
         write_run_file(model.log_dir, config, data.meta,
                        {"schedule": schedule, "weights": args.weights,
-                        "tfrecords": args.tfrecords, "val_tfrecords": args.val_tfrecords})
+                        "tfrecords": args.tfrecords, "val_tfrecords": args.val_tfrecords,
+                        "precision": model.precision})
     data.val = val
     train_src, val_src = _sources(args, config, data, strategy)
     augmentation = _augmentation(args.augment, graph_only=bool(args.tfrecords) or tpu)

@@ -24,10 +24,11 @@ def box_head(pooled, num_classes, train_bn=True, fc_layers_size=1024):
     x = layers.Conv2D(fc_layers_size, 1, name="mrcnn_class_conv2")(x)
     x = layers.Activation("relu")(_bn(x, "mrcnn_class_bn2", train_bn))
     shared = layers.Reshape((fc_layers_size,), name="pool_squeeze")(x)  # [B*R, fc]
-    logits = layers.Dense(num_classes, name="mrcnn_class_logits")(shared)
+    # Logits and deltas in float32 under mixed precision: scores rank detections.
+    logits = layers.Dense(num_classes, dtype="float32", name="mrcnn_class_logits")(shared)
     probs = layers.Activation("softmax", dtype="float32", name="mrcnn_class_probs")(logits)
-    bbox = layers.Dense(num_classes * 4, name="mrcnn_bbox_fc")(shared)
-    bbox = layers.Reshape((num_classes, 4))(bbox)               # [B*R, classes, 4]
+    bbox = layers.Dense(num_classes * 4, dtype="float32", name="mrcnn_bbox_fc")(shared)
+    bbox = layers.Reshape((num_classes, 4), dtype="float32")(bbox)  # [B*R, classes, 4]
     return (UnflattenRois(name="mrcnn_class_logits_rois")(logits, pooled),
             UnflattenRois(name="mrcnn_class")(probs, pooled),
             UnflattenRois(name="mrcnn_bbox")(bbox, pooled),
