@@ -1,6 +1,7 @@
 """One image's detections as the commands write them: flip test-time augmentation
-merged by per-class mask NMS, prediction records (JSON Lines rows), overlay PNGs and
-the name of detect's sidecar file listing every input image.
+merged by per-class mask NMS (detect_one; the commands use fashion.detector), prediction
+records (JSON Lines rows), overlay PNGs (at least 512 px, labels with attribute names)
+and the name of detect's sidecar file listing every input image.
 """
 import os
 
@@ -63,10 +64,31 @@ def to_records(result, image_id, filename, meta, first_id):
                                 first_id=first_id)
 
 
-def draw_overlay(image, result, meta, path):
+OVERLAY_MIN_SIDE = 512  # overlays of smaller images are upscaled to stay legible
+
+
+def captions(result, meta, top=2, threshold=0.5):
+    """One label per detection: class name, score and its top attribute names."""
+    names = meta.get("attribute_names") or []
+    probs = result.get("attribute_probabilities")
+    out = []
+    for i, class_id in enumerate(result["class_ids"]):
+        text = f"{meta['class_names'][int(class_id)]} {float(result['scores'][i]):.2f}"
+        if probs is not None and len(names) == np.shape(probs)[-1]:
+            best = [a for a in np.argsort(-probs[i])[:top] if probs[i][a] >= threshold]
+            if best:
+                text += " | " + ", ".join(names[a] for a in best)
+        out.append(text)
+    return out
+
+
+def draw_overlay(image, result, meta, path, min_side=OVERLAY_MIN_SIDE):
+    """Detections drawn on image (long side at least min_side px) -> PNG at path."""
     from mrcnn.visualize import draw_instances_on_image
-    draw_instances_on_image(image, result["rois"], result["masks"], result["class_ids"],
-                            meta["class_names"], result["scores"], save_path=path)
+    return draw_instances_on_image(image, result["rois"], result["masks"],
+                                   result["class_ids"], meta["class_names"], result["scores"],
+                                   save_path=path, min_side=min_side,
+                                   captions=captions(result, meta))
 
 
 def sidecar_path(pred_path):

@@ -8,6 +8,7 @@ backend is left alone. Figures are shown with ``plt.show()`` only on interactive
 Default instance colours come from ``class_colors``: one stable colour per category name.
 """
 import colorsys
+import functools
 import hashlib
 import html
 import itertools
@@ -223,15 +224,21 @@ def display_differences(image, gt_box, gt_class_id, gt_mask, pred_box, pred_clas
 
 def draw_instances_on_image(image, boxes, masks, class_ids, class_names, scores=None,
                             colors=None, alpha=0.5, show_bbox=True, show_labels=True,
-                            save_path=None):
+                            save_path=None, min_side=0, captions=None):
     """Overlay masks, outlines, boxes and labels on a copy of image; returns uint8 [H, W, 3].
 
-    numpy/scikit-image only (labels use Pillow), meant for fast batch overlays.
+    numpy/scikit-image only (labels use Pillow with DejaVu Sans sized to the image),
+    meant for fast batch overlays. min_side: images whose long side is shorter are first
+    upscaled by a whole factor (bilinear image, nearest masks and boxes) so labels stay
+    legible; captions: one label per instance instead of "class score".
     """
     from skimage.segmentation import find_boundaries
     image = np.asarray(image)
     if image.ndim == 2:
         image = np.stack([image] * 3, axis=-1)  # [H, W] -> [H, W, 3]
+    if min_side and max(image.shape[:2]) < min_side:
+        image, boxes, masks = _upscale(image, boxes, masks,
+                                       -(-int(min_side) // max(image.shape[:2])))
     out = image[..., :3].astype(np.float32)  # [H, W, 3]
     h, w = out.shape[:2]
     if colors is None:
@@ -247,27 +254,57 @@ def draw_instances_on_image(image, boxes, masks, class_ids, class_names, scores=
             region[m] = region[m] * (1 - alpha) + alpha * rgb[i]
             region[find_boundaries(m, mode="inner")] = rgb[i]
         if show_bbox:
-            draw_box(out, boxes[i], rgb[i])
+            draw_box(out, boxes[i], rgb[i], thickness=max(2, round(max(h, w) / 300)))
     out = np.clip(out, 0, 255).astype(np.uint8)
     if show_labels and boxes.shape[0]:
-        out = _draw_labels(out, boxes, class_ids, class_names, scores, rgb)
+        out = _draw_labels(out, boxes, class_ids, class_names, scores, rgb, captions)
     if save_path:
         save_image(out, save_path)
     return out
 
 
-def _draw_labels(image, boxes, class_ids, class_names, scores, rgb):
+def _upscale(image, boxes, masks, factor):
+    """image [H, W, 3] (bilinear), boxes and masks [H, W, N] (nearest) x factor."""
+    from PIL import Image
+    h, w = image.shape[:2]
+    big = np.asarray(Image.fromarray(np.ascontiguousarray(image[..., :3]).astype(np.uint8))
+                     .resize((w * factor, h * factor), Image.BILINEAR))
+    boxes = np.asarray(boxes).reshape(-1, 4) * factor
+    if masks is not None:
+        masks = np.repeat(np.repeat(np.asarray(masks), factor, axis=0), factor, axis=1)
+    return big, boxes, masks
+
+
+@functools.lru_cache(maxsize=16)
+def label_font(size):
+    """DejaVu Sans (matplotlib's bundled TrueType font) at `size` px, else Pillow's."""
+    from PIL import ImageFont
+    try:
+        from matplotlib import font_manager
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+    except (OSError, ValueError, ImportError):
+        return ImageFont.load_default(size=size)
+
+
+def _draw_labels(image, boxes, class_ids, class_names, scores, rgb, captions=None):
     from PIL import Image, ImageDraw
     pil = Image.fromarray(image)
     draw = ImageDraw.Draw(pil)
+    h, w = image.shape[:2]
+    font = label_font(max(11, round(max(h, w) / 36)))
     for i, (y1, x1, _, _) in enumerate(boxes):
-        text = str(class_names[class_ids[i]])
-        if scores is not None:
-            text += f" {scores[i]:.2f}"
-        left, top, right, bottom = draw.textbbox((int(x1) + 2, int(y1) + 1), text)
-        draw.rectangle((left - 2, top - 1, right + 2, bottom + 1),
+        if captions is not None:
+            text = str(captions[i])
+        else:
+            text = str(class_names[class_ids[i]])
+            if scores is not None:
+                text += f" {scores[i]:.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        x = int(min(max(int(x1) + 2, 2), max(w - (right - left) - 4, 2)))
+        y = int(min(max(int(y1) + 1, 1), max(h - (bottom - top) - 3, 1)))
+        draw.rectangle((x - 2, y + top - 1, x + right + 2, y + bottom + 1),
                        fill=tuple(int(v) for v in rgb[i]))
-        draw.text((int(x1) + 2, int(y1) + 1), text, fill=(255, 255, 255))
+        draw.text((x, y), text, fill=(255, 255, 255), font=font)
     return np.asarray(pil)
 
 

@@ -189,3 +189,23 @@ def test_class_colors_stable_across_processes():
 def test_random_colors():
     colors = visualize.random_colors(5)
     assert len(colors) == 5 and len(set(colors)) == 5
+
+
+def test_overlay_of_small_image_is_upscaled_with_legible_labels(tmp_path):
+    from fashion.detections import draw_overlay
+    image = np.full((128, 96, 3), 90, np.uint8)
+    masks = np.zeros((128, 96, 1), bool)
+    masks[40:100, 20:80, 0] = True
+    result = {"rois": np.array([[40, 20, 100, 80]]), "masks": masks,
+              "class_ids": np.array([3]), "scores": np.array([0.87]),
+              "attribute_probabilities": np.array([[0.9, 0.1, 0.6]])}
+    meta = {"class_names": NAMES, "attribute_names": ["sleeveless", "maxi", "floral"]}
+    out = draw_overlay(image, result, meta, str(tmp_path / "o.png"))
+    assert out.shape == (512, 384, 3)
+    _check_png(tmp_path / "o.png", 384, 512)
+    label = out[160:200, 80:384]                 # the label's row at the box's top-left
+    white = np.all(label == 255, axis=-1).sum()
+    assert white > 50, "no label text drawn"
+    plain = visualize.draw_instances_on_image(image, result["rois"], masks, [3], NAMES,
+                                              show_labels=False, min_side=512)
+    assert (np.abs(out.astype(int) - plain).sum(-1) > 0).sum() > 200

@@ -144,7 +144,8 @@ def run(args):
     metrics, coco = _metrics(gt, predictions, with_attributes, args.imat_min_score)
     pngs = _print_report(metrics, coco, out_dir)
     summary = {"weights": os.path.abspath(weights), "images": len(dataset.image_ids),
-               "detections": len(predictions), **metrics}
+               "detections": len(predictions), "postprocess": detector.params,
+               "tta": args.tta, **metrics}
     write_json(os.path.join(out_dir, "metrics.json"), summary)
     print(f"\n{len(predictions)} detections on {len(dataset.image_ids)} val images; "
           f"results in {out_dir} (metrics.json, {', '.join(os.path.basename(p) for p in pngs)})")
