@@ -49,8 +49,9 @@ def add_data_args(p, required):
 def add_model_args(p, data_flags=True):
     """Flags choosing the inference model; data_flags=False when the parser already
     has --format and --image-size (evaluate)."""
-    p.add_argument("--weights", default="last", metavar="PATH|last",
-                   help="a checkpoint, or the newest one under --logs (default)")
+    p.add_argument("--weights", default="last", metavar="PATH|last|best",
+                   help="a checkpoint, the newest one under --logs (default) or the "
+                   "newest run's best one (kept by train --keep-best)")
     if data_flags:
         p.add_argument("--format", default=None, choices=FORMATS, help="label set when "
                        "the weights have no fashion_run.json beside them")

@@ -43,16 +43,46 @@ def find_last_checkpoint(logs, name="fashion"):
     return find_last(logs, name)
 
 
+def find_best_checkpoint(logs, name="fashion"):
+    """The best checkpoint (mask_rcnn_fashion_best.h5) of the newest run under logs."""
+    from mrcnn.checkpoints import best_checkpoint
+    run_dir = os.path.dirname(find_last_checkpoint(logs, name))
+    path = best_checkpoint(run_dir)
+    if path is None:
+        raise CLIError(f"The newest run {run_dir} has no best checkpoint "
+                       f"(mask_rcnn_{name}_best.h5); train with evaluation on and "
+                       "--keep-best METRIC, or pass --weights last or a checkpoint path.")
+    return path
+
+
+def record_best(log_dir):
+    """Copies the run's best checkpoint (best.json, written while training) into the
+    run file as "best": {metric, mode, epoch, value, path}; returns it or None."""
+    from mrcnn.checkpoints import read_best
+    from mrcnn.fileio import write_json
+    best = read_best(log_dir)
+    path = os.path.join(log_dir, RUN_FILE)
+    run = read_run_file(path)
+    if best is None or run is None:
+        return None
+    best = dict(best, path=os.path.join(os.path.abspath(log_dir), best["path"]))
+    write_json(path, dict(run, best=best))
+    return best
+
+
 def resolve_checkpoint(weights, logs):
-    """--weights of evaluate/detect/check: 'last' or a file path -> path."""
+    """--weights of evaluate/detect/check: 'last', 'best' or a file path -> path."""
     if weights == "last":
         return find_last_checkpoint(logs)
+    if weights == "best":
+        return find_best_checkpoint(logs)
     if weights in ("none", "coco", "imagenet"):
         raise CLIError(f"--weights {weights} has no trained heads to detect with; pass a "
-                       "checkpoint file (logs/<run>/mask_rcnn_fashion_NNNN.h5) or 'last'.")
+                       "checkpoint file (logs/<run>/mask_rcnn_fashion_NNNN.h5), 'last' or "
+                       "'best'.")
     if not os.path.isfile(weights):
         raise CLIError(f"Weights file {weights} does not exist; pass a checkpoint path "
-                       "or 'last' (the newest run under --logs).")
+                       "or 'last' / 'best' (the newest run under --logs).")
     return weights
 
 

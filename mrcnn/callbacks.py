@@ -5,7 +5,7 @@ import time
 
 import keras
 
-from mrcnn.fileio import atomic_path
+from mrcnn.curves import StepValues, plot_training_curve
 from mrcnn.weights_io import save_weights_by_name
 
 
@@ -49,22 +49,39 @@ class TimeBudget(keras.callbacks.Callback):
 
 
 class LossCurve(keras.callbacks.Callback):
-    """Appends per-step losses and throughput to a CSV and redraws a PNG each epoch."""
+    """Appends each step's losses, throughput, epoch and stage to a CSV and redraws a
+    PNG each epoch (mrcnn.curves). A CSV already there is continued, so the stages of
+    one run (train() called again on the same model) draw one curve.
 
-    def __init__(self, csv_path, png_path=None, batch_size=1, is_chief=True):
+    Args:
+        stage: the trained layers ("heads", "all", ...), written per step; the PNG
+            marks where it changes.
+        epochs_csv: the epoch CSV (val losses, AP) drawn on a second panel.
+    """
+
+    def __init__(self, csv_path, png_path=None, batch_size=1, is_chief=True, stage=None,
+                 epochs_csv=None):
         super().__init__()
         self.csv_path = csv_path
         self.png_path = png_path
         self.batch_size = batch_size
         self.is_chief = is_chief
+        self.stage = stage
+        self.epochs_csv = epochs_csv
         self.step = self._existing_steps()
         self._t = None
+        self._epoch = None
+        self._per_step = StepValues()
 
     def _existing_steps(self):
         if not os.path.exists(self.csv_path):
             return 0
         with open(self.csv_path) as f:
             return max(0, sum(1 for _ in f) - 1)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch + 1
+        self._per_step.reset()
 
     def on_train_batch_begin(self, batch, logs=None):
         self._t = time.perf_counter()
@@ -76,8 +93,9 @@ class LossCurve(keras.callbacks.Callback):
         self.step += 1
         row = {"step": self.step, "time": round(time.time(), 3),
                "images_per_second": round(self.batch_size / dt, 4) if dt > 0 else 0,
-               "learning_rate": current_learning_rate(self.model)}
-        row.update({k: float(v) for k, v in logs.items()})
+               "learning_rate": current_learning_rate(self.model),
+               "epoch": self._epoch, "stage": self.stage}
+        row.update(self._per_step.update(batch, logs))  # running means -> this step's
         new = not os.path.exists(self.csv_path)
         fields = list(row) if new else csv_header(self.csv_path)  # resumed: its columns
         with open(self.csv_path, "a", newline="") as f:
@@ -88,7 +106,7 @@ class LossCurve(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self.is_chief and self.png_path:
-            plot_loss_curve(self.csv_path, self.png_path)
+            plot_training_curve(self.csv_path, self.png_path, self.epochs_csv)
 
     def on_train_end(self, logs=None):
         self.on_epoch_end(-1, logs)
@@ -109,31 +127,6 @@ def csv_header(csv_path):
         return next(csv.reader(f), [])
 
 
-def plot_loss_curve(csv_path, png_path):
-    """Draws every loss column of a LossCurve CSV against the step, to a PNG."""
-    # A bare Figure with the Agg canvas: never touches pyplot or a notebook's backend.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    if not os.path.exists(csv_path):
-        return None
-    with open(csv_path) as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return None
-    steps = [int(r["step"]) for r in rows]
-    fig = Figure(figsize=(8, 5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for key in rows[0]:
-        if key.endswith("loss"):
-            ax.plot(steps, [float(r[key]) for r in rows], label=key,
-                    linewidth=2 if key == "loss" else 1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (running mean over the epoch)")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(png_path, suffix=".png") as tmp:
-        fig.savefig(tmp)
-    return png_path
+def plot_loss_curve(csv_path, png_path, epochs_csv=None):
+    """Draws a LossCurve CSV (per-step losses, EMA-smoothed) to a PNG (mrcnn.curves)."""
+    return plot_training_curve(csv_path, png_path, epochs_csv)

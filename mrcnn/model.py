@@ -26,7 +26,9 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn import distribute, graph, inference, utils
-from mrcnn.callbacks import AtomicCheckpoint, LossCurve, TimeBudget
+from mrcnn.callback_list import training_callbacks
+from mrcnn.callbacks import TimeBudget
+from mrcnn.checkpoints import epoch_checkpoints
 from mrcnn.data.pipeline import NoUsableSamples, SkipCounter, training_inputs
 from mrcnn.precision import resolve_precision
 from mrcnn.schedules import BudgetedLearningRate
@@ -192,13 +194,18 @@ class MaskRCNN:
     # ------------------------------------------------------------------ training
     def train(self, train_dataset, val_dataset, learning_rate, epochs, layers,
               augmentation=None, custom_callbacks=None, no_augmentation_sources=None,
-              time_budget=None, verbose=1):
+              time_budget=None, verbose=1, keep_last=None, keep_best=None,
+              evaluation=None):
         """Trains the layers selected by `layers` up to the cumulative epoch `epochs`.
 
         train_dataset / val_dataset: prepared utils.Dataset objects, H5RecordSource
         caches or tf.data datasets of records. augmentation: an imgaug augmenter (or
         "flip" for the graph-only horizontal flip). time_budget: minutes after which
-        training stops cleanly with a checkpoint.
+        training stops cleanly with a checkpoint. keep_last: epoch checkpoints to keep
+        (None: all); keep_best: an epoch-log key ("segm_AP50", "val_loss") whose best
+        epoch is kept as mask_rcnn_<name>_best.h5 with best.json (mrcnn.checkpoints).
+        evaluation: an EvaluationCallback (mrcnn.evaluation.during_training) adding
+        val AP to the epoch logs, TensorBoard and the training curve.
         """
         assert self.mode == "training", "Create model in training mode."
         if epochs <= self.epoch:
@@ -216,14 +223,8 @@ class MaskRCNN:
         chief = distribute.is_chief(self.strategy)
         if chief:  # only the chief writes checkpoints and logs
             self.create_log_dir()
-        callbacks = [AtomicCheckpoint(self.checkpoint_path, is_chief=chief),
-                     LossCurve(os.path.join(self.log_dir, "training_curve.csv"),
-                               os.path.join(self.log_dir, "training_curve.png"),
-                               batch_size=bs, is_chief=chief)]
-        if chief:
-            callbacks.append(keras.callbacks.TensorBoard(self.log_dir, write_graph=False))
-            callbacks.append(keras.callbacks.CSVLogger(
-                os.path.join(self.log_dir, "epochs.csv"), append=True))
+        callbacks = training_callbacks(self.log_dir, self.checkpoint_path, bs, chief,
+                                       str(layers), keep_last, keep_best, evaluation)
         budget = TimeBudget(time_budget) if time_budget else None
         if budget:
             callbacks.append(budget)
@@ -428,10 +429,9 @@ def find_last(model_dir, name):
                   key=run_sort_key)
     for run in reversed(runs):
         d = os.path.join(model_dir, run)
-        ckpts = sorted(f for f in os.listdir(d)
-                       if f.startswith("mask_rcnn") and f.endswith(".h5"))
+        ckpts = epoch_checkpoints(d)  # by epoch number; the _best.h5 file has none
         if ckpts:
-            return os.path.join(d, ckpts[-1])
+            return ckpts[-1][1]
     raise FileNotFoundError(
         f"Could not find a checkpoint of {key!r} under {model_dir}: no run "
         f"directory {key}YYYYMMDDTHHMMSS with mask_rcnn_*.h5 files; train first or "

@@ -9,12 +9,13 @@ from fashion.data_sources import dataset_from_args, dataset_meta, h5_source
 from fashion.errors import CLIError
 from fashion.records import META_KEYS, check_records, peek_record, read_records_meta, \
     records_files
-from fashion.runs import (CLASS_SIZED_LAYERS, find_last_checkpoint, load_checkpoint,
-                          read_run_file, write_run_file)
+from fashion.runs import (CLASS_SIZED_LAYERS, find_best_checkpoint, find_last_checkpoint,
+                          load_checkpoint, read_run_file, record_best, write_run_file)
+from fashion.train_eval import add_train_eval_args, evaluation_callback, retention
 
 log = logging.getLogger("fashion")
 
-WEIGHTS_CHOICES = "coco|imagenet|last|none|PATH"
+WEIGHTS_CHOICES = "coco|imagenet|last|best|none|PATH"
 EXAMPLES = """examples:
   # the synthetic demo set, from scratch, 10 minutes on a CPU
   python fashion/fashion.py train --dataset demo --weights none --backbone resnet18 \\
@@ -55,7 +56,8 @@ def add_parser(subparsers, parents):
     p.add_argument("--weights", default="coco", metavar=WEIGHTS_CHOICES,
                    help="starting weights: matterport's COCO file (downloaded with its "
                    "checksum), the backbone's ImageNet file, the newest run under --logs "
-                   "(resumed at its epoch), none (random; from-scratch defaults) or a file")
+                   "(last: resumed at its epoch; best: its best checkpoint, as a new "
+                   "run), none (random; from-scratch defaults) or a file")
     p.add_argument("--backbone", default=None,
                    help="resnet18|resnet50|resnet101|efficientnet-b0..b7 (default: "
                    "resnet101 with --weights coco, else resnet50)")
@@ -87,6 +89,7 @@ def add_parser(subparsers, parents):
     p.add_argument("--tpu", default=None, metavar="NAME", help="TPU name for --strategy tpu")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any Config attribute, e.g. --set TOP_DOWN_PYRAMID_SIZE=128")
+    add_train_eval_args(p)
     p.set_defaults(func=run)
     return p
 
@@ -131,15 +134,16 @@ def _start_weights(args):
     """(weights path or None, pretrained flag, saved run config for 'last')."""
     if args.weights == "none":
         return None, False, None
-    if args.weights == "last":
-        path = find_last_checkpoint(args.logs)
+    if args.weights in ("last", "best"):
+        path = (find_last_checkpoint if args.weights == "last" else find_best_checkpoint)(
+            args.logs)
         run = read_run_file(path)
         return path, run is None or run["config"].get("TRAIN_BN") is not None, run
     if args.weights in ("coco", "imagenet"):
         return args.weights, True, None
     if not os.path.isfile(args.weights):
-        raise CLIError(f"--weights {args.weights} is not coco, imagenet, last, none or an "
-                       "existing file; check the path.")
+        raise CLIError(f"--weights {args.weights} is not coco, imagenet, last, best, none "
+                       "or an existing file; check the path.")
     return args.weights, True, None
 
 
@@ -158,6 +162,9 @@ def _load_start_weights(model, start, args):
         report = load_checkpoint(model, start, by_name=True)
         log.info("Resuming %s at epoch %d.", start, model.epoch)
         return
+    elif args.weights == "best":  # the same labels: every layer, as a new run
+        report = load_checkpoint(model, start, by_name=True)
+        path = start
     else:
         report = load_checkpoint(model, start, by_name=True, exclude=CLASS_SIZED_LAYERS)
         path = start
@@ -280,6 +287,7 @@ def run(args):
     if start == "imagenet" and not args.backbone:
         args.backbone = "resnet50"
     data = training_data(args, tpu)
+    eval_data = data.val  # a Python val split (evaluated while training) or records
     args.mixed_precision = precision_policy(args.mixed_precision, tpu)
     config = build_config(args, data, pretrained, saved)
     distribute.configure_for_strategy(config, strategy)
@@ -291,6 +299,9 @@ def run(args):
         "heads:20,all:60" if pretrained else "all:60")
     stages = parse_schedule(schedule, config.LEARNING_RATE)
     val = _validation(config, data)
+    evaluation = evaluation_callback(args, config, eval_data, data.meta)
+    keep_last, keep_best = retention(args, evaluation is not None, val is not None,
+                                     bool(data.meta.get("attribute_index_to_id")))
     model = MaskRCNN("training", config, args.logs, strategy=strategy)
     print(f"Precision: {describe_precision(config.MIXED_PRECISION)}")
     _load_start_weights(model, start, args)
@@ -304,10 +315,12 @@ def run(args):
     train_src, val_src = _sources(args, config, data, strategy)
     augmentation = _augmentation(args.augment, graph_only=bool(args.tfrecords) or tpu)
     return _train_stages(args, model, stages, (train_src, val_src), augmentation,
-                         distribute.is_chief(strategy))
+                         distribute.is_chief(strategy),
+                         {"keep_last": keep_last, "keep_best": keep_best,
+                          "evaluation": evaluation})
 
 
-def _train_stages(args, model, stages, sources, augmentation, chief=True):
+def _train_stages(args, model, stages, sources, augmentation, chief=True, keep=None):
     train_src, val_src = sources
     meter = throughput_meter(model.config.BATCH_SIZE)
     t0 = time.time()
@@ -322,7 +335,10 @@ def _train_stages(args, model, stages, sources, augmentation, chief=True):
         log.info("Stage %s: lr %g up to epoch %d", layers, lr, epochs)
         model.train(train_src, val_src, learning_rate=lr, epochs=epochs, layers=layers,
                     augmentation=augmentation, custom_callbacks=[meter],
-                    time_budget=budget, verbose=2 if args.quiet else 1)
+                    time_budget=budget, verbose=2 if args.quiet else 1,
+                    **(keep or {}))
+        if chief:
+            record_best(model.log_dir)
         if getattr(model, "time_budget_exhausted", False):
             log.info("Time budget of %g minutes used up; stopped cleanly.", args.time_budget)
             break
@@ -332,6 +348,10 @@ def _train_stages(args, model, stages, sources, augmentation, chief=True):
           f"{meter.steps} steps, throughput {rate:.2f} images/s")
     if chief:
         print(f"Checkpoint: {checkpoint}")
+        best = record_best(model.log_dir)
+        if best:
+            print(f"Best checkpoint: {best['path']} ({best['metric']} {best['value']:.4f} "
+                  f"at epoch {best['epoch']})")
         print(f"Training curve: {os.path.join(model.log_dir, 'training_curve.png')}")
     else:
         print("Checkpoint and training curve: written by the chief worker (worker 0).")
