@@ -6,6 +6,9 @@ steps inside the notebook. Environment variables change that:
 
 * ``MRCNN_NOTEBOOK_WEIGHTS``: a checkpoint to use instead of training (it must have been
   trained with ``notebook_config`` on the same demo set, e.g. by another notebook run).
+* Without it, the newest checkpoint of ``python fashion/fashion.py demo`` under
+  ``logs/fashion*/`` (one with its fashion_run.json) is used when present: the notebooks
+  then show that model, with its own config, on the demo set it was trained on.
 * ``MRCNN_NOTEBOOK_DATA``: where the demo set is generated (default ``data/demo_nb``
   under the repository root); ``MRCNN_NOTEBOOK_LOGS``: where training writes
   checkpoints (default ``logs/notebooks``).
@@ -73,6 +76,12 @@ def quiet():
 
 
 def data_dir():
+    """The demo set the notebooks read: a demo run's own (see demo_run()), else
+    $MRCNN_NOTEBOOK_DATA or data/demo_nb."""
+    found = demo_run()
+    if found:
+        given = found[1].get("dataset") or ""
+        return Path(given) if os.path.isdir(given) else ROOT / "data" / "demo"
     return Path(os.environ.get(DATA_ENV) or ROOT / "data" / "demo_nb")
 
 
@@ -80,11 +89,34 @@ def logs_dir():
     return Path(os.environ.get(LOGS_ENV) or ROOT / "logs" / "notebooks")
 
 
+def demo_run():
+    """(checkpoint, run file dict) of the newest `fashion.py demo` run under logs/, or
+    None; None too when $MRCNN_NOTEBOOK_WEIGHTS is set."""
+    import json
+    if os.environ.get(WEIGHTS_ENV):
+        return None
+    for run_dir in sorted((ROOT / "logs").glob("fashion*"), reverse=True):
+        checkpoints = sorted(run_dir.glob("mask_rcnn_fashion_[0-9]*.h5"))
+        if checkpoints and (run_dir / "fashion_run.json").is_file():
+            with open(run_dir / "fashion_run.json", encoding="utf-8") as f:
+                return str(checkpoints[-1]), json.load(f)
+    return None
+
+
 def demo_datasets(num_images=NUM_IMAGES, size=IMAGE_SIZE, val_fraction=0.25):
-    """Generates (or reuses) the demo set; returns prepared (train, val) FashionDatasets."""
+    """Generates (or reuses) the demo set; returns prepared (train, val) FashionDatasets.
+    With a demo run (demo_run()), its own demo set and held-out split."""
     from fashion.dataset import FashionDataset
     from fashion.demo_data import generate_demo
-    path = generate_demo(data_dir(), num_images=num_images, size=size, seed=0)
+    found = demo_run()
+    if found:  # the demo's own set as it is, else made as `fashion.py demo` makes it
+        path = data_dir()
+        if not (path / "train.csv").is_file():
+            path = generate_demo(path, num_images=300, seed=0,
+                                 size=int(found[1]["config"]["IMAGE_MAX_DIM"]))
+        val_fraction = 0.2                       # fashion.py's --val-fraction default
+    else:
+        path = generate_demo(data_dir(), num_images=num_images, size=size, seed=0)
     out = []
     for subset in ("train", "val"):
         ds = FashionDataset()
@@ -114,6 +146,9 @@ def trained_weights(train, val, epochs=1, verbose=2):
     """The checkpoint the notebooks inspect: $MRCNN_NOTEBOOK_WEIGHTS, else one trained
     now (epochs x MRCNN_NOTEBOOK_STEPS steps, all layers) under logs_dir()."""
     given = os.environ.get(WEIGHTS_ENV)
+    if not given and demo_run():
+        print(f"Using the demo model {demo_run()[0]} (from `fashion.py demo`).")
+        return demo_run()[0]
     if given:
         if not os.path.isfile(given):
             raise FileNotFoundError(f"{WEIGHTS_ENV}={given} does not exist; point it at a "
@@ -142,9 +177,26 @@ def trained_weights(train, val, epochs=1, verbose=2):
 
 
 def inference_model(dataset, weights, **overrides):
-    """A MaskRCNN in inference mode with the weights loaded."""
+    """A MaskRCNN in inference mode with the weights loaded (the config of the run
+    beside the weights when it has a fashion_run.json, else notebook_config)."""
     from mrcnn.model import MaskRCNN
-    model = MaskRCNN("inference", notebook_config(dataset, inference=True, **overrides),
-                     str(logs_dir()))
+    config = _run_config(weights, overrides) or notebook_config(
+        dataset, inference=True, **overrides)
+    model = MaskRCNN("inference", config, str(logs_dir()))
     model.load_weights(weights)
     return model
+
+
+def _run_config(weights, overrides):
+    """The inference config of a `fashion.py` run's checkpoint, or None."""
+    import json
+    run_file = Path(weights).parent / "fashion_run.json"
+    if not run_file.is_file():
+        return None
+    from fashion.config import make_config
+    from mrcnn.config_values import values_to_overrides
+    with open(run_file, encoding="utf-8") as f:
+        values = values_to_overrides(json.load(f)["config"])
+    values.update(IMAGES_PER_GPU=1, GPU_COUNT=1, **overrides)
+    return make_config(int(values.pop("IMAGE_MAX_DIM")), values.pop("NUM_CLASSES"),
+                       values.pop("NUM_ATTRIBUTES"), values.pop("BACKBONE"), **values)
