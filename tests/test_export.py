@@ -76,7 +76,7 @@ def test_in_graph_molding_is_bit_identical_to_numpy(model):
     config = model.config
     fn = tf.function(lambda im: preprocess.mold_one(im, config), reduce_retracing=True)
     rng = np.random.default_rng(5)
-    sizes = SIZES + [tuple(rng.integers(3, 400, 2)) for _ in range(20)]
+    sizes = SIZES + [tuple(rng.integers(3, 400, 2)) for _ in range(8)]
     for h, w in sizes:
         image = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
         ref_image, ref_meta = preprocess.numpy_reference(image, config)
@@ -180,6 +180,7 @@ _ISOLATED = textwrap.dedent("""
 def test_saved_model_loads_where_project_is_not_importable(saved_model_dir, images,
                                                            reference, tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    images, reference = images[:4], reference[:4]         # 2 upscaled, 2 downscaled
     arrays = {"count": len(images)}
     for i, image in enumerate(images):
         arrays[f"image{i}"] = image
@@ -213,3 +214,78 @@ def test_export_errors_are_one_sentence(model, tmp_path):
     with pytest.raises(ExportError, match="class names"):
         model.export(str(tmp_path / "x"), "saved_model", class_names=["BG", "a"])
     assert not os.path.exists(tmp_path / "x")
+
+
+# ---------------------------------------------------------------------- ONNX, TFLite
+@pytest.fixture(scope="module")
+def onnx_path(model, tmp_path_factory):
+    return model.export(str(tmp_path_factory.mktemp("onnx") / "onnx"), "onnx",
+                        class_names=["BG", "shirt", "skirt", "shoe"])
+
+
+def test_onnx_matches_detect(onnx_path, images, reference):
+    from mrcnn.export import onnx as onnx_export
+    assert os.path.isfile(os.path.join(os.path.dirname(onnx_path), "labels.json"))
+    _, run = onnx_export.load(onnx_path)
+    figures = {}
+    for image, ref in zip(images, reference):
+        got = postprocess.to_results(run(image), [image.shape])[0]
+        compare(ref, got, figures, f"onnx {image.shape}")
+    record("onnx (onnxruntime)", figures)
+
+
+def test_onnx_refuses_bfloat16_models(tmp_path):
+    from tests.export_model import ExportConfig
+    from mrcnn.model import MaskRCNN
+
+    class Bf16(ExportConfig):
+        MIXED_PRECISION = "mixed_bfloat16"
+    bf16 = MaskRCNN("inference", Bf16(), str(tmp_path))
+    with pytest.raises(ExportError, match="bfloat16.*MIXED_PRECISION='float32'"):
+        bf16.export(str(tmp_path / "onnx"), "onnx")
+    assert not os.path.exists(tmp_path / "onnx")
+
+
+def test_tflite_matches_detect_or_fails_naming_the_op(model, images, reference, tmp_path):
+    """With a Flex-capable interpreter the TFLite export must match detect(); without
+    one (this machine's pip wheels) it must fail in one sentence and write nothing."""
+    from mrcnn.export import tflite
+    try:
+        path = model.export(str(tmp_path / "tflite"), "tflite")
+    except ExportError as e:
+        assert "Flex" in str(e) and str(e).count(". ") == 0, e
+        assert not os.path.exists(tmp_path / "tflite")
+        pytest.skip(f"TFLite: {e}")
+    run = tflite.load(path)
+    figures = {}
+    for image, ref in zip(images, reference):
+        compare(ref, postprocess.to_results(run(image), [image.shape])[0], figures,
+                f"tflite {image.shape}")
+    record("tflite", figures)
+
+
+def test_cli_export_from_a_checkpoint(model, tmp_path, images):
+    """fashion.py export --weights PATH: names from fashion_run.json travel with it."""
+    from fashion.fashion import main
+    from fashion.runs import write_run_file
+    from mrcnn.weights_io import save_weights_by_name
+    from tests.export_model import ATTRIBUTES, EXTRA, NAMES
+    run_dir = tmp_path / "logs" / "fashion20250101T0000"
+    run_dir.mkdir(parents=True)
+    ckpt = str(run_dir / "mask_rcnn_fashion_0001.h5")
+    save_weights_by_name(model.keras_model, ckpt)
+    write_run_file(str(run_dir), model.config, dict(EXTRA, class_names=NAMES,
+                                                     attribute_names=ATTRIBUTES))
+    out = tmp_path / "export"
+    assert main(["export", "--weights", ckpt, "--format", "saved_model", "--out",
+                 str(out), "--quiet"]) == 0
+    with open(out / "1" / "assets" / "labels.json") as f:
+        labels = json.load(f)
+    assert labels["class_names"] == NAMES and labels["attribute_names"] == ATTRIBUTES
+    assert labels["extra"]["category_ids"] == EXTRA["category_ids"]
+    assert labels["config"]["MIXED_PRECISION"] == "float32"
+    fn = tf.saved_model.load(str(out / "1")).signatures["image_tensor"]
+    got = postprocess.to_results(fn(images=tf.constant(images[0][None])), [images[0].shape])
+    compare(model.detect([images[0]])[0], got[0], where="cli export")
+    assert main(["export", "--weights", ckpt, "--format", "caffe", "--out", str(out),
+                 "--quiet"]) == 2

@@ -37,8 +37,9 @@ def require_float32(model, fmt):
                 "MIXED_PRECISION='float32' and export again.")
 
 
-def single_image_fn(model):
-    return tf.function(image_fn(model.keras_model, model.config),
+def single_image_fn(model, mul=tf.multiply):
+    """The one-image function that ONNX (tf.multiply) and TFLite (MulNoNan) convert."""
+    return tf.function(image_fn(model.keras_model, model.config, mul),
                        input_signature=[SINGLE_IMAGE_SPEC], autograph=False)
 
 

@@ -50,34 +50,37 @@ def _taps(size_in, size_out):
     return (clamp(i0), valid0, 1.0 - t), (clamp(i1), valid1, t)
 
 
-def _tap(image, ytap, xtap):
+def _tap(image, ytap, xtap, mul):
     """One bilinear tap of a uint8 image [H, W, C] -> float64 [oh, ow, C], 0 outside."""
     (yi, yv, wy), (xi, xv, wx) = ytap, xtap
     v = tf.gather(tf.gather(image, yi, axis=0), xi, axis=1)
     v = tf.cast(v, tf.float64)
     inside = tf.logical_and(tf.reshape(yv, [-1, 1, 1]), tf.reshape(xv, [1, -1, 1]))
     v = tf.where(inside, v, tf.zeros_like(v))
-    # MulNoNan is x * y for these finite values; Grappler's arithmetic optimizer does not
-    # hoist common factors out of it (with Mul it rewrites (a*w)+(b*w) into (a+b)*w in
-    # loaded SavedModels, which changes the float64 rounding and so some pixels).
-    mul = tf.math.multiply_no_nan
     return mul(mul(v, tf.reshape(wy, [-1, 1, 1])), tf.reshape(wx, [1, -1, 1]))
 
 
-def skimage_resize_uint8(image, out_h, out_w):
+# MulNoNan is x * y for these finite values, and Grappler's arithmetic optimizer does not
+# hoist common factors out of it (with Mul it rewrites (a*w)+(b*w) into (a+b)*w in loaded
+# SavedModels, which changes the float64 rounding and so some pixels). ONNX has no
+# MulNoNan; tf2onnx and onnxruntime keep Mul's order, so ONNX exports use tf.multiply.
+EXACT_MUL = tf.math.multiply_no_nan
+
+
+def skimage_resize_uint8(image, out_h, out_w, mul=EXACT_MUL):
     """utils.resize(image, (out_h, out_w), preserve_range=True).astype(uint8) in TF."""
     h, w = tf.shape(image)[0], tf.shape(image)[1]
     ytaps, xtaps = _taps(h, out_h), _taps(w, out_w)
-    out = _tap(image, ytaps[0], xtaps[0]) + _tap(image, ytaps[0], xtaps[1])
-    out = out + _tap(image, ytaps[1], xtaps[0])
-    out = out + _tap(image, ytaps[1], xtaps[1])
+    out = _tap(image, ytaps[0], xtaps[0], mul) + _tap(image, ytaps[0], xtaps[1], mul)
+    out = out + _tap(image, ytaps[1], xtaps[0], mul)
+    out = out + _tap(image, ytaps[1], xtaps[1], mul)
     lo = tf.cast(tf.reduce_min(image), tf.float64)
     hi = tf.cast(tf.reduce_max(image), tf.float64)
     out = tf.clip_by_value(out, lo, hi)
     return tf.cast(tf.floor(out), tf.uint8)                        # astype(uint8) truncates
 
 
-def mold_one(image, config):
+def mold_one(image, config, mul=EXACT_MUL):
     """uint8 [H, W, 3] -> (padded uint8 [S, S, 3], image meta float32 [META]).
 
     The molded float input is ``molded_input(padded)``; S = IMAGE_MAX_DIM.
@@ -86,7 +89,7 @@ def mold_one(image, config):
     scale, out_h, out_w = _py_scale_graph(h, w, config)
     # scale 1 (no resize in numpy) gives out = in: source index i, weights (1, 0), so
     # the same arithmetic returns the image unchanged; no branch needed.
-    resized = skimage_resize_uint8(image, out_h, out_w)
+    resized = skimage_resize_uint8(image, out_h, out_w, mul)
     side = int(config.IMAGE_MAX_DIM)
     top, left = (side - out_h) // 2, (side - out_w) // 2
     padded = tf.pad(resized, [[top, side - out_h - top], [left, side - out_w - left], [0, 0]])
@@ -107,14 +110,14 @@ def molded_input(padded, config):
     return tf.cast(tf.cast(padded, tf.float64) - mean, tf.float32)
 
 
-def mold_batch(images, config):
+def mold_batch(images, config, mul=EXACT_MUL):
     """uint8 [B, H, W, 3] -> (molded float32 [B, S, S, 3], meta [B, META])."""
     side = int(config.IMAGE_MAX_DIM)
     if images.shape[0] == 1:                       # one image: no loop (ONNX, TFLite)
-        padded, meta = mold_one(images[0], config)
+        padded, meta = mold_one(images[0], config, mul)
         return molded_input(tf.expand_dims(padded, 0), config), tf.expand_dims(meta, 0)
     padded, metas = tf.map_fn(
-        lambda im: mold_one(im, config), images,
+        lambda im: mold_one(im, config, mul), images,
         fn_output_signature=(tf.TensorSpec([side, side, 3], tf.uint8),
                              tf.TensorSpec([config.IMAGE_META_SIZE], tf.float32)))
     return molded_input(padded, config), metas

@@ -22,10 +22,10 @@ STRING_SPEC = tf.TensorSpec([None], tf.string, name="images")
 IMAGE_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
 
 
-def image_fn(keras_model, config):
+def image_fn(keras_model, config, mul=preprocess.EXACT_MUL):
     """uint8 [B, H, W, 3] -> outputs dict (the image_tensor signature's function)."""
     def image_tensor(images):
-        molded, metas = preprocess.mold_batch(images, config)
+        molded, metas = preprocess.mold_batch(images, config, mul)
         return serving_outputs(keras_model, config, molded, metas)
     return image_tensor
 
@@ -38,23 +38,27 @@ def encoded_fn(keras_model, config):
     return serving_default
 
 
-def export_saved_model(model, path, meta, version=1):
-    """Writes PATH/<version>/ (a SavedModel with assets/labels.json); returns its path."""
+def write_archive(model, directory, endpoints):
+    """Writes a SavedModel of model's weights with endpoints {name: (fn, spec)}."""
     from keras.export import ExportArchive
-    config = model.config
-    target = os.path.join(path, str(int(version)))
     archive = ExportArchive()
     archive.track(model.keras_model)
-    archive.add_endpoint("serving_default", encoded_fn(model.keras_model, config),
-                         input_signature=[STRING_SPEC])
-    archive.add_endpoint("image_tensor", image_fn(model.keras_model, config),
-                         input_signature=[IMAGE_SPEC])
+    for name, (fn, spec) in endpoints.items():
+        archive.add_endpoint(name, fn, input_signature=[spec])
+    try:
+        archive.write_out(directory, verbose=False)
+    except (ValueError, TypeError, tf.errors.OpError) as e:
+        raise ExportError(f"The SavedModel export failed: {' '.join(str(e).split())[:300]}."
+                          ) from e
+
+
+def export_saved_model(model, path, meta, version=1):
+    """Writes PATH/<version>/ (a SavedModel with assets/labels.json); returns its path."""
+    km, config = model.keras_model, model.config
+    target = os.path.join(path, str(int(version)))
     with atomic_directory(target) as tmp:
-        try:
-            archive.write_out(tmp, verbose=False)
-        except (ValueError, TypeError, tf.errors.OpError) as e:
-            raise ExportError(f"The SavedModel export failed: {' '.join(str(e).split())[:300]}."
-                              ) from e
+        write_archive(model, tmp, {"serving_default": (encoded_fn(km, config), STRING_SPEC),
+                                   "image_tensor": (image_fn(km, config), IMAGE_SPEC)})
         os.makedirs(os.path.join(tmp, "assets"), exist_ok=True)
         write_json(os.path.join(tmp, "assets", "labels.json"), meta)
     return target

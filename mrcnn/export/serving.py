@@ -64,8 +64,8 @@ def _unmold_boxes(det_boxes, metas):
 
 
 def _compact(keep, tensors):
-    """Moves the kept rows [B, D] of each [B, D, ...] tensor to the front (order kept)
-    and zeroes the rest; returns (count [B], tensors)."""
+    """Moves the kept rows [B, D] of each [B, D, ...] float32 / int32 tensor to the front
+    (order kept) and zeroes the rest; returns (count [B], valid rows [B, D], tensors)."""
     d = tf.shape(keep)[1]
     key = tf.where(keep, 0, d) + tf.range(d)[None]
     order = tf.argsort(key, axis=1, stable=True)
@@ -77,7 +77,7 @@ def _compact(keep, tensors):
         mask = tf.reshape(row_ok, tf.concat([tf.shape(row_ok), tf.ones([tf.rank(g) - 2],
                                                                        tf.int32)], 0))
         out.append(tf.where(mask, g, tf.zeros_like(g)))
-    return count, out
+    return count, row_ok, out
 
 
 def _model_one(model, config, molded, meta, anchors):
@@ -120,8 +120,12 @@ def serving_outputs(model, config, molded, metas):
     keep = valid & (area > 0)
     masks = tf.gather(tf.transpose(masks, [0, 1, 4, 2, 3]), tf.maximum(class_ids, 0),
                       axis=2, batch_dims=2)                             # [B, D, h, w]
-    tensors = [tf.cast(boxes, tf.float32), class_ids, det[..., 5], masks]
-    if attrs is not None:
-        tensors.append(attrs)
-    count, tensors = _compact(keep, tensors)
-    return dict(zip(output_names(config), [count] + tensors))
+    tensors = [det, masks] + ([attrs] if attrs is not None else [])
+    # Only float32 rows are moved (TFLite has no float64 gather): the kept boxes are
+    # unmolded again after the move, with the same arithmetic.
+    count, row_ok, tensors = _compact(keep, tensors)
+    det = tensors[0]
+    boxes = tf.cast(_unmold_boxes(det[..., :4], metas), tf.float32)
+    boxes = tf.where(row_ok[..., None], boxes, tf.zeros_like(boxes))
+    outputs = [count, boxes, tf.cast(det[..., 4], tf.int32), det[..., 5]] + tensors[1:]
+    return dict(zip(output_names(config), outputs))
