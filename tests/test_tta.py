@@ -65,7 +65,8 @@ def test_detect_and_evaluate_with_multiscale_tta(env, tmp_path):
     pred, overlays = str(tmp_path / "p.jsonl"), str(tmp_path / "ov")
     code, out, err = run(["detect", "--logs", env["logs"], "--weights", env["ckpt"],
                           "--images", image, "--out", pred, "--overlays", overlays,
-                          "--min-confidence", "0.05", "--tta", "0.8,1.0,1.2,flip"])
+                          "--min-confidence", "0.05", "--tta", "0.8,1.0,1.2,flip",
+                          "--postprocess", "none"])   # test_tune may have tuned this run
     assert code == 0, err
     with open(pred) as f:
         records = [json.loads(line) for line in f]
