@@ -86,19 +86,21 @@ def main():
     p.add_argument("--out", default="/tmp/bench_precision")
     p.add_argument("--agree-only", action="store_true")
     p.add_argument("--weights", help="checkpoint for --agree-only")
+    p.add_argument("--min-score", type=float, default=0.5)
+    p.add_argument("--limit", type=int, default=60, help="val images compared")
     a = p.parse_args()
     from benchmarks.fixed_time import hard_demo, print_table, run_variants
     data = hard_demo(os.path.join(a.out, f"demo_{'hard_' if a.hard else ''}{a.image_size}"),
                      num_images=a.demo_images, size=a.image_size, hard=a.hard)
     if a.agree_only:
-        return agreement(a.weights, data)
+        return agreement(a.weights, data, a.limit, a.min_score)
     variants = {"float32": (["--mixed-precision", "float32"], ["--set", "MIXED_PRECISION=null"]),
                 "auto": (["--mixed-precision", "auto"], [])}
     results = run_variants(variants, data, a.out, a.minutes, a.image_size, a.backbone)
     print_table(results, f"Demo set, {a.image_size} px, {a.backbone} from scratch, "
                 f"{a.minutes} min each (run side by side)")
     if results["auto"].get("checkpoint"):
-        agreement(results["auto"]["checkpoint"], data)
+        agreement(results["auto"]["checkpoint"], data, a.limit, a.min_score)
 
 
 if __name__ == "__main__":

@@ -76,10 +76,10 @@ class BudgetedLearningRate(keras.callbacks.Callback):
         config: supplies LR_SCHEDULE, LR_FLOOR and WARMUP_STEPS.
         planned_steps: steps the stage runs without a budget (epochs x steps per epoch).
         budget: an mrcnn.callbacks.TimeBudget (its start and seconds), or None.
-        clock: time source (tests pass a fake one).
+        clock: time source (default: the budget's, else time.time).
     """
 
-    def __init__(self, peak, config, planned_steps, budget=None, clock=time.time):
+    def __init__(self, peak, config, planned_steps, budget=None, clock=None):
         super().__init__()
         self.peak = float(peak)
         self.schedule = config.LR_SCHEDULE
@@ -87,7 +87,7 @@ class BudgetedLearningRate(keras.callbacks.Callback):
         self.warmup = int(config.WARMUP_STEPS or 0)
         self.planned = max(int(planned_steps), 1)
         self.budget = budget
-        self.clock = clock
+        self.clock = clock or getattr(budget, "clock", None) or time.time
         self.step = 0
         self.total = self.planned
         self._timed_from = None  # (clock, step) once the first (tracing) step is done

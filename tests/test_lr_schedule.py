@@ -96,8 +96,24 @@ def test_without_budget_the_planned_steps_end_at_the_floor():
 
 
 def test_budgeted_training_run_logs_the_rate_and_ends_at_the_floor(tiny_config, shapes_data,
-                                                                   tmp_path):
+                                                                   tmp_path, monkeypatch):
+    import mrcnn.model
+    from mrcnn.callbacks import TimeBudget
     from mrcnn.model import MaskRCNN
+
+    class StepClockBudget(TimeBudget):
+        """A budget whose clock is the step count: 1 s a step, 5 s for the first, so the
+        run's length does not depend on how loaded the machine is."""
+
+        def __init__(self, minutes, start_time=None):
+            super().__init__(minutes)
+            self.now, self.start = 0.0, 0.0
+            self.clock = lambda: self.now
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.now += 5.0 if self.now == 0 else 1.0
+            super().on_train_batch_end(batch, logs)
+    monkeypatch.setattr(mrcnn.model, "TimeBudget", StepClockBudget)
 
     class Budgeted(type(tiny_config)):
         BACKBONE = "resnet18"
@@ -106,10 +122,11 @@ def test_budgeted_training_run_logs_the_rate_and_ends_at_the_floor(tiny_config, 
         LR_SCHEDULE = "cosine"
         MIXED_PRECISION = "float32"
     model = MaskRCNN("training", Budgeted(), str(tmp_path))
-    model.train(shapes_data[0], None, 0.002, 1, "all", time_budget=1.0, verbose=0)
+    model.train(shapes_data[0], None, 0.002, 1, "all", time_budget=0.5, verbose=0)
     assert model.time_budget_exhausted
     with open(os.path.join(model.log_dir, "training_curve.csv")) as f:
         rates = [float(r["learning_rate"]) for r in csv.DictReader(f)]
-    assert len(rates) >= 5, "too few steps to judge the schedule"
+    assert len(rates) == 26                       # 5 s + 25 x 1 s = the 30 s budget
+    assert rates[-1] == pytest.approx(0.002 * 0.01, rel=1e-4)
     assert max(rates) == pytest.approx(0.002, rel=1e-4)
     _assert_floor_on_last_step(rates, peak=0.002, warmup=3)
