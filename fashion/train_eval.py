@@ -3,7 +3,11 @@
 the app's ground truth, category ids and metrics (iMaterialist 2019; Fashionpedia's
 AP_iou_f1 when the model predicts attributes).
 """
+import logging
+
 from fashion.errors import CLIError
+
+log = logging.getLogger("fashion")
 
 EVAL_LIMIT = 200
 KEEP_LAST = 3
@@ -75,8 +79,11 @@ def evaluation_callback(args, config, val_dataset, meta):
     """The EvaluationCallback of a train run, or None (off, or no Python val split)."""
     if args.eval_every < 0 or args.eval_limit < 0:
         raise CLIError("--eval-every and --eval-limit take counts >= 0 (0: off / all).")
-    if not args.eval_every or not hasattr(val_dataset, "load_mask") \
-            or not len(val_dataset.image_ids):
+    if not args.eval_every:
+        return None
+    if not hasattr(val_dataset, "load_mask") or not len(val_dataset.image_ids):
+        log.info("No val images to evaluate on while training (TFRecords are not "
+                 "evaluated; pass --dataset for a val split).")
         return None
     from fashion.detections import to_records
     from fashion.groundtruth import gt_coco

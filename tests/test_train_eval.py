@@ -159,7 +159,7 @@ class Tiny18(TinyConfig):
     NAME = "tiny18"
     BACKBONE = "resnet18"
     IMAGE_MIN_DIM = IMAGE_MAX_DIM = 64
-    IMAGES_PER_GPU = 1
+    IMAGES_PER_GPU = 2  # evaluation: 3 images in batches of 2, the last one padded
     RPN_ANCHOR_SCALES = (4, 8, 16, 32, 64)
     TRAIN_ROIS_PER_IMAGE = 16
     POST_NMS_ROIS_TRAINING = 100

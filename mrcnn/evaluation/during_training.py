@@ -43,9 +43,11 @@ def evenly_spaced(image_ids, limit):
 
 
 def inference_config(config, min_confidence=None):
-    """A copy of a training config for one-image inference batches."""
+    """A copy of a training config for inference on one device: batches of
+    IMAGES_PER_GPU images when every image molds to one size ("square"), else 1."""
     cfg = copy.copy(config)
-    cfg.IMAGES_PER_GPU, cfg.GPU_COUNT, cfg.BATCH_SIZE = 1, 1, 1
+    per_batch = int(config.IMAGES_PER_GPU) if config.IMAGE_RESIZE_MODE == "square" else 1
+    cfg.IMAGES_PER_GPU, cfg.GPU_COUNT, cfg.BATCH_SIZE = per_batch, 1, per_batch
     if min_confidence is not None:
         cfg.DETECTION_MIN_CONFIDENCE = min_confidence
     return cfg
@@ -78,7 +80,7 @@ class EvaluationCallback(keras.callbacks.Callback):
 
     Args:
         val_dataset: a prepared utils.Dataset (load_image / load_mask).
-        config: the training config; the evaluation model takes a one-image copy.
+        config: the training config; the evaluation model takes a one-device copy.
         every: evaluate after every `every`-th epoch (>= 1).
         limit: at most this many val images, evenly spaced (None: all).
         log_dir: TensorBoard events go to <log_dir>/evaluation (None: none written).
@@ -176,15 +178,19 @@ class EvaluationCallback(keras.callbacks.Callback):
         """Prediction records of every subset image; overlays of the first few."""
         predictions, panel = [], []
         names = self.dataset.class_names
-        for image_id in self.image_ids:
-            image = self.dataset.load_image(image_id)               # [H, W, 3]
-            result = self.inference.detect([image])[0]
-            name = os.path.basename(str(self.dataset.image_reference(image_id)))
-            predictions += self.to_records(result, int(image_id), name,
-                                           len(predictions) + 1)
-            if len(panel) < self.panel_images and self.log_dir:
-                panel.append(_overlay(image, result, names))
-            del result, image                                       # full masks freed
+        size = self.config.BATCH_SIZE
+        for start in range(0, len(self.image_ids), size):
+            ids = self.image_ids[start:start + size]
+            images = [self.dataset.load_image(i) for i in ids]      # [H, W, 3] each
+            # a short last batch repeats its last image: one batch shape, one trace
+            results = self.inference.detect(images + images[-1:] * (size - len(ids)))
+            for image_id, image, result in zip(ids, images, results):
+                name = os.path.basename(str(self.dataset.image_reference(image_id)))
+                predictions += self.to_records(result, int(image_id), name,
+                                               len(predictions) + 1)
+                if len(panel) < self.panel_images and self.log_dir:
+                    panel.append(_overlay(image, result, names))
+            del results, images                                     # full masks freed
         return predictions, panel
 
     def _write_tensorboard(self, epoch, metrics, panel):
