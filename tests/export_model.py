@@ -62,7 +62,9 @@ def calibrate_batch_norm(model, images, passes=30):
             mean = tf.reduce_mean(x, axes).numpy()
             var = tf.math.reduce_variance(x, axes).numpy() + 1e-3
             old = layer.moving_variance.numpy()
-            changed = max(changed, float(np.max(np.abs(np.log(var / old)))))
+            with np.errstate(all="ignore"):   # the first pass may meet overflowing inputs
+                change = np.nan_to_num(np.abs(np.log(var / old)), nan=np.inf)
+            changed = max(changed, float(np.max(change)))
             layer.moving_mean.assign(mean)
             layer.moving_variance.assign(var)
         if changed < 1e-3:
