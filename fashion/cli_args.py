@@ -43,7 +43,9 @@ def add_data_args(p, required):
                    help="square input side, a multiple of 64 (default 1024; 128 for demo)")
     p.add_argument("--demo-dir", default=None, help="where --dataset demo is generated "
                    f"(default {DEMO_DIR} under the current directory)")
-    p.add_argument("--demo-images", type=int, default=200)
+    p.add_argument("--demo-images", type=int, default=None,
+                   help="images in the demo set (default: the set already in --demo-dir "
+                   "at this size, else 300)")
 
 
 def add_model_args(p, data_flags=True):

@@ -44,11 +44,31 @@ def progress(iterable, desc, total=None, unit="img"):
 
 
 # ---------------------------------------------------------------------- datasets
-def demo_dataset(out_dir=None, num_images=200, size=128, seed=0):
+# Images in the demo set when nothing says otherwise (the Quick start's demo command).
+DEMO_IMAGES = 300
+
+
+def _existing_demo_images(out_dir, size, seed):
+    """The image count of a complete demo set of this size and seed in out_dir, or None."""
+    import json
+    try:
+        done = json.loads((out_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if done.get("size") == size and done.get("seed") == seed and not done.get("hard"):
+        return done.get("num_images")
+    return None
+
+
+def demo_dataset(out_dir=None, num_images=None, size=128, seed=0):
     """Generates (or reuses) the synthetic demo set and returns its directory
-    (default data/demo under the current directory)."""
+    (default data/demo under the current directory). num_images=None reuses the set
+    already there at this size, else makes DEMO_IMAGES images, so a command run
+    without --demo-images never regenerates a set another command made."""
     from fashion.demo_data import generate_demo
     out_dir = Path(out_dir or DEMO_DIR)
+    if num_images is None:
+        num_images = _existing_demo_images(out_dir, size, seed) or DEMO_IMAGES
     log.info("Demo dataset: %d images of %d px in %s", num_images, size, out_dir)
     return str(generate_demo(out_dir, num_images=num_images, size=size, seed=seed))
 
@@ -100,7 +120,7 @@ def dataset_from_args(args, subset):
     if args.dataset == "demo":
         size = getattr(args, "image_size", None) or 128
         path = demo_dataset(getattr(args, "demo_dir", None),
-                            getattr(args, "demo_images", 200), size)
+                            getattr(args, "demo_images", None), size)
         return load_dataset(path, "imat2019", subset, args.limit,
                             getattr(args, "val_fraction", 0.2)), path, "imat2019"
     if not args.format:
