@@ -11,7 +11,7 @@ OUT --hard``).
 """
 import numpy as np
 
-from fashion.demo_data import _Canvas, _background, _colour, _figure
+from fashion.demo_figures import _Canvas, _background, _colour, _figure
 
 HARD_CATEGORIES = {"hat": "hat", "belt": "belt", "glasses": "glasses", "scarf": "scarf",
                    "watch": "watch", "jacket": "jacket", "dress": "dress"}
