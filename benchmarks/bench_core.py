@@ -47,6 +47,9 @@ def make_config(size, backbone, mode_batch=1, classes=47, precision="float32"):
 def time_inference(size, backbone, reps, precision="float32"):
     """Median seconds per image of detect() on a random image; returns (median, params)."""
     from mrcnn.model import MaskRCNN
+    from mrcnn.precision import resolve_precision
+    if precision == "auto":  # what detect gets for a run trained with auto (its run file)
+        precision = resolve_precision("auto")
     config = make_config(size, backbone, precision=precision)
     model = MaskRCNN("inference", config, "/tmp/bench_logs")
     image = np.random.RandomState(0).randint(0, 255, (size, size, 3)).astype(np.uint8)

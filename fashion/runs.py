@@ -119,11 +119,22 @@ def _inference_values(args, path):
         values["BACKBONE"] = args.backbone
     if getattr(args, "image_size", None):
         values.pop("IMAGE_MAX_DIM", None), values.pop("IMAGE_MIN_DIM", None)
-    values.update(IMAGES_PER_GPU=1, GPU_COUNT=1, MIXED_PRECISION="auto")  # outputs stay float32
+    values.update(IMAGES_PER_GPU=1, GPU_COUNT=1,
+                  MIXED_PRECISION=inference_precision((run or {}).get("precision")))
     if getattr(args, "min_confidence", None) is not None:
         values["DETECTION_MIN_CONFIDENCE"] = args.min_confidence
     values.update(parse_sets(getattr(args, "set", None)))
     return meta, values
+
+
+def inference_precision(trained):
+    """The policy to detect with: this machine's half precision ("auto" as in training)
+    for a run trained in a mixed policy, float32 for anything else. Outputs are float32
+    either way."""
+    from mrcnn.precision import resolve_precision
+    if trained in ("mixed_bfloat16", "mixed_float16"):
+        return resolve_precision("auto")
+    return "float32"
 
 
 def inference_model(args):

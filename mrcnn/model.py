@@ -78,7 +78,7 @@ class MaskRCNN:
             distribute.configure_for_strategy(config, strategy)
         self.set_log_dir()
         # Layers take the policy when built; the global policy is restored afterwards.
-        self.precision = resolve_precision(config.MIXED_PRECISION)
+        self.precision = resolve_precision(config.MIXED_PRECISION, mode=mode)
         previous = keras.mixed_precision.global_policy()
         keras.mixed_precision.set_global_policy(self.precision)
         try:

@@ -85,26 +85,35 @@ def choose_precision(cpu_flags=None, gpus=None):
     return "float32", "CPU has no bfloat16 units (avx512_bf16/amx)"
 
 
-def resolve_precision(value, cpu_flags=None, gpus=None):
+def resolve_precision(value, cpu_flags=None, gpus=None, mode="training"):
     """Config.MIXED_PRECISION -> the Keras policy name to build with.
 
-    "auto" follows choose_precision; None and "float32" give "float32"; the mixed
-    policies are returned as they are. ValueError for anything else.
+    "auto" follows choose_precision while training. An inference model built with
+    "auto" computes in float32: weights from elsewhere (matterport's COCO file, a
+    float32 run) then give exactly the detections they give in float32. To infer in
+    half precision, set the policy explicitly; the fashion CLI does so for runs that
+    were trained in a mixed policy (their run file records it). None and "float32"
+    give "float32"; the mixed policies are returned as they are. ValueError for
+    anything else.
     """
     if value is None or value == "float32":
         return "float32"
     if value in POLICIES:
         return value
     if value == "auto":
+        if mode == "inference":
+            return "float32"
         return choose_precision(cpu_flags, gpus)[0]
     raise ValueError(f"MIXED_PRECISION is {value!r}; use 'auto', None, 'float32', "
                      "'mixed_float16' or 'mixed_bfloat16'.")
 
 
-def describe_precision(value, cpu_flags=None, gpus=None):
+def describe_precision(value, cpu_flags=None, gpus=None, mode="training"):
     """One line for logs: the chosen policy and why, e.g. "mixed_bfloat16 (auto: CPU
     has avx512_bf16)"."""
-    policy = resolve_precision(value, cpu_flags, gpus)
+    policy = resolve_precision(value, cpu_flags, gpus, mode)
+    if value == "auto" and mode == "inference":
+        return f"{policy} (auto: inference keeps float32 unless set explicitly)"
     if value == "auto":
         return f"{policy} (auto: {choose_precision(cpu_flags, gpus)[1]})"
     return f"{policy} (set explicitly)"

@@ -93,3 +93,22 @@ def test_bfloat16_inference_returns_float32_outputs_of_the_same_shapes(tiny_conf
             assert value.dtype == np.float32, name
     r = bf16.detect([image])[0]
     assert r["masks"].shape[:2] == image.shape[:2] and r["rois"].dtype.kind in "if"
+
+
+def test_auto_inference_keeps_float32_so_foreign_weights_give_their_answers():
+    """An inference model built with "auto" computes in float32 on any machine: weights
+    from matterport or a float32 run then detect exactly as they do in float32."""
+    bf16_cpu = {"avx512_bf16"}
+    assert resolve_precision("auto", cpu_flags=bf16_cpu, gpus=[],
+                             mode="inference") == "float32"
+    assert resolve_precision("mixed_bfloat16", mode="inference") == "mixed_bfloat16"
+    assert "float32" in describe_precision("auto", cpu_flags=bf16_cpu, gpus=[],
+                                           mode="inference")
+
+
+def test_cli_infers_in_half_precision_only_for_runs_trained_in_it():
+    from fashion.runs import inference_precision
+    from mrcnn.precision import resolve_precision as resolve
+    assert inference_precision(None) == "float32"
+    assert inference_precision("float32") == "float32"
+    assert inference_precision("mixed_bfloat16") == resolve("auto")
