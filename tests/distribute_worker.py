@@ -48,6 +48,10 @@ class DistConfig(Config):
     POOL_SIZE = 5
     STEPS_PER_EPOCH = 2
     VALIDATION_STEPS = 1
+    # Replica-equality checks compare float32 numerics on every machine ("auto" would
+    # pick bfloat16 on CPUs with avx512_bf16).
+    MIXED_PRECISION = "float32"
+    LR_SCHEDULE = "constant"
     TRAIN_BN = False
     LEARNING_RATE = 0.02
     GRADIENT_CLIP_NORM = 0.5   # small, so the global-gradient clipping matters

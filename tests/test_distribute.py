@@ -209,9 +209,14 @@ def test_mirrored_steps_equal_one_device_on_the_same_global_batch(mirrored_run):
     for one, many in zip(r["single_logs"], r["mirrored_logs"]):
         for k in one:
             assert many[k] == pytest.approx(one[k], rel=1e-4, abs=1e-5), k
-    # Training moved the weights, and both runs moved them the same way.
+    # Training moved the weights, and both runs moved them the same way. The float32
+    # kernels' reduction order differs between one device and two logical devices by
+    # CPU: measured 1.2e-7 of the movement on a Xeon, 1.3e-3 on an AMD EPYC (the same
+    # on this session's and the previous session's code). A replica-scaling error
+    # (gradients summed but not divided, clipping per replica) moves the weights by a
+    # large part of the movement itself, far above 1e-2.
     assert r["weights_moved"] > 1e-3
-    assert r["weights_diff"] < 1e-3 * r["weights_moved"], r["weights_diff"]
+    assert r["weights_diff"] < 1e-2 * r["weights_moved"], r["weights_diff"]
 
 
 def test_staged_training_switches_stages_under_the_strategy(mirrored_run):
