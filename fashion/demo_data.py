@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fashion import rle  # noqa: E402
-from fashion.demo_figures import (CATEGORIES, PATTERNS, SKIRT_LENGTHS,  # noqa: E402
+from fashion.demo_figures import (CATEGORIES, PATTERNS, SKIRT_LENGTHS, finish,  # noqa: E402,E501
                                   _background, _Canvas, _figure)
 from fashion.labels import label_file, load_labels  # noqa: E402
 from mrcnn.fileio import atomic_path, write_json  # noqa: E402
@@ -53,15 +53,7 @@ def make_image(index, size, seed, ids):
             ((half, w / 2) if k == 0 else (w / 2, w - half))
         cx = rng.uniform(lo, max(lo, hi))
         _figure(canvas, rng, ids, rng.uniform(0, h - fh), cx, fh)
-    image = canvas.image + rng.normal(0, 4.0, canvas.image.shape).astype(np.float32)
-    image = np.clip(image, 0, 255).astype(np.uint8)             # [H, W, 3]
-    min_area = max(8, int(16 * (size / 256) ** 2))
-    instances = []
-    for k, (category, attrs) in enumerate(canvas.instances):
-        mask = canvas.owner == k                                # [H, W]
-        if mask.sum() >= min_area:
-            instances.append((mask, category, attrs))
-    return image, instances
+    return finish(canvas, rng, 4.0, min_area=max(8, int(16 * (size / 256) ** 2)))
 
 
 def _manifest(num_images, size, seed, hard=False):

@@ -142,3 +142,17 @@ def _figure(canvas, rng, ids, top, cx, fh):
         bag |= canvas.band(y(0.16), by - 0.06 * u, cx + s * 0.1 * u, 0.008 * u, bx,
                            0.008 * u)
         canvas.garment(bag, ids["bag"], colour=_colour(rng, 20, 200))
+
+
+def finish(canvas, rng, noise, min_area):
+    """(uint8 image [H, W, 3] with Gaussian noise, [(mask [H, W], category, attribute
+    ids)]) of a drawn canvas; instances smaller than min_area pixels once occluded are
+    dropped."""
+    image = canvas.image + rng.normal(0, noise, canvas.image.shape).astype(np.float32)
+    image = np.clip(image, 0, 255).astype(np.uint8)             # [H, W, 3]
+    instances = []
+    for k, (category, attrs) in enumerate(canvas.instances):
+        mask = canvas.owner == k                                # [H, W]
+        if mask.sum() >= min_area:
+            instances.append((mask, category, attrs))
+    return image, instances

@@ -11,7 +11,7 @@ OUT --hard``).
 """
 import numpy as np
 
-from fashion.demo_figures import _Canvas, _background, _colour, _figure
+from fashion.demo_figures import _Canvas, _background, _colour, _figure, finish
 
 HARD_CATEGORIES = {"hat": "hat", "belt": "belt", "glasses": "glasses", "scarf": "scarf",
                    "watch": "watch", "jacket": "jacket", "dress": "dress"}
@@ -74,12 +74,4 @@ def make_hard_image(index, size, seed, ids):
         top = rng.uniform(-0.1 * fh, h - 0.8 * fh)
         _figure(canvas, rng, ids, top, cx, fh)
         _accessories(canvas, rng, ids, top, cx, fh)
-    image = canvas.image + rng.normal(0, 5.0, canvas.image.shape).astype(np.float32)
-    image = np.clip(image, 0, 255).astype(np.uint8)             # [H, W, 3]
-    min_area = max(6, int(10 * (size / 256) ** 2))
-    instances = []
-    for k, (category, attrs) in enumerate(canvas.instances):
-        mask = canvas.owner == k                                # [H, W]
-        if mask.sum() >= min_area:
-            instances.append((mask, category, attrs))
-    return image, instances
+    return finish(canvas, rng, 5.0, min_area=max(6, int(10 * (size / 256) ** 2)))

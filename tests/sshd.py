@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+import pytest
 
 SSHD = "/usr/sbin/sshd"
 
@@ -94,3 +95,11 @@ class SshServer:
                 self.process.wait()
         if self.process:
             self.log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A running SshServer for one test module (fails if sshd is missing)."""
+    srv = SshServer(tmp_path_factory.mktemp("sshd")).start()
+    yield srv
+    srv.stop()

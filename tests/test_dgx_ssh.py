@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sshd import SshServer, keygen  # noqa: E402
+from sshd import keygen, server  # noqa: E402,F401 (server is a fixture)
 
 from fashion import DGX_ssh_comm  # noqa: E402
 from fashion.remote import jobs, transfer  # noqa: E402
@@ -31,13 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 def ssh_log_in_tmp(tmp_path, monkeypatch):
     """The SSH library's log file (connection.log_path) goes under tmp_path, not ~/.cache."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = SshServer(tmp_path_factory.mktemp("sshd")).start()  # fails if sshd is missing
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(scope="module")

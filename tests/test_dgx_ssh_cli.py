@@ -22,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sshd import SshServer, free_port, keygen  # noqa: E402
+from sshd import free_port, keygen, server  # noqa: E402,F401 (server is a fixture)
 
 from fashion import DGX_ssh_comm  # noqa: E402
 from fashion.remote import jobs  # noqa: E402
@@ -31,13 +31,6 @@ from fashion.remote.settings import load_settings  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = "fashion/DGX_ssh_comm.py"
 README_DEST = "work/fashion"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = SshServer(tmp_path_factory.mktemp("sshd")).start()  # fails if sshd is missing
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture(scope="module")
