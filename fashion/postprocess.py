@@ -23,8 +23,7 @@ With the run's own settings (no tuning, one view) `finish` gives detect()'s dete
 """
 import numpy as np
 
-from mrcnn import utils
-from mrcnn.inference import MASK_THRESHOLD, mold_inputs, paste_mask
+from mrcnn.inference import MASK_THRESHOLD, boxes_to_original, mold_inputs, paste_mask
 
 OVERLAPS = ("keep", "suppress", "merge")
 COVER = 0.5          # share of the smaller mask inside the other that makes an overlap
@@ -64,12 +63,7 @@ def unmold_raw(outs, original_shape, molded_shape, window):
     n = zero[0] if zero.shape[0] else detections.shape[0]
     nboxes = detections[:n, :4]
     class_ids = detections[:n, 4].astype(np.int32)
-    wy1, wx1, wy2, wx2 = utils.norm_boxes(np.asarray(window, np.float32), molded_shape[:2])
-    shift = np.array([wy1, wx1, wy1, wx1])
-    scale = np.array([wy2 - wy1, wx2 - wx1, wy2 - wy1, wx2 - wx1])
-    rois = utils.denorm_boxes((nboxes - shift) / scale, original_shape[:2])
-    rois[:, [0, 2]] = np.clip(rois[:, [0, 2]], 0, original_shape[0])
-    rois[:, [1, 3]] = np.clip(rois[:, [1, 3]], 0, original_shape[1])
+    rois = boxes_to_original(nboxes, window, molded_shape, original_shape)
     raw = {"nboxes": nboxes, "rois": rois, "class_ids": class_ids,
            "scores": detections[:n, 5], "shape": tuple(original_shape[:2]),
            "soft": mrcnn_mask[np.arange(n), :, :, class_ids].astype(np.float32)}

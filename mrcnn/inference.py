@@ -151,6 +151,18 @@ def paste_mask(mask, box, full, threshold=MASK_THRESHOLD):
 _paste_mask = paste_mask  # the name mrcnn.export.postprocess used to look for
 
 
+def boxes_to_original(boxes, window, image_shape, original_image_shape):
+    """Normalised boxes [N, 4] in the molded image -> int32 pixel boxes [N, 4] of the
+    original image (y2/x2 exclusive), clipped to it: the window's shift and scale undone."""
+    wy1, wx1, wy2, wx2 = utils.norm_boxes(np.asarray(window, np.float32), image_shape[:2])
+    shift = np.array([wy1, wx1, wy1, wx1])
+    scale = np.array([wy2 - wy1, wx2 - wx1, wy2 - wy1, wx2 - wx1])
+    boxes = utils.denorm_boxes((boxes - shift) / scale, original_image_shape[:2])
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, original_image_shape[0])
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, original_image_shape[1])
+    return boxes
+
+
 def unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape, window,
                       attributes=None):
     """One image's detections, in the molded image's frame -> matterport's result dict.
@@ -166,13 +178,7 @@ def unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape,
     class_ids = detections[:n, 4].astype(np.int32)
     scores = detections[:n, 5]
     masks = mrcnn_mask[np.arange(n), :, :, class_ids]
-    # Normalised window -> shift and scale boxes into the original image's frame.
-    wy1, wx1, wy2, wx2 = utils.norm_boxes(np.asarray(window, np.float32), image_shape[:2])
-    shift = np.array([wy1, wx1, wy1, wx1])
-    scale = np.array([wy2 - wy1, wx2 - wx1, wy2 - wy1, wx2 - wx1])
-    boxes = utils.denorm_boxes((boxes - shift) / scale, original_image_shape[:2])
-    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, original_image_shape[0])
-    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, original_image_shape[1])
+    boxes = boxes_to_original(boxes, window, image_shape, original_image_shape)
     keep = np.where((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0)[0]
     boxes, class_ids, scores, masks = boxes[keep], class_ids[keep], scores[keep], masks[keep]
     # One contiguous plane per instance, seen as [H, W, N]: no copy through np.stack.
