@@ -69,8 +69,11 @@ def hard_comparison(a):
     from benchmarks.fixed_time import hard_demo, print_table, run_variants
     size = a.image_size if a.image_size != 128 else 256
     data = hard_demo(os.path.join(a.out, f"demo_hard_{size}"), num_images=750, size=size)
-    variants = {"baseline": (BASELINE_TRAIN, ["--set", "MIXED_PRECISION=null"]),
-                "new": ([], [])}
+    if a.baseline_checkout:  # the old code itself, with its own defaults
+        variants = {"baseline": ([], [], os.path.abspath(a.baseline_checkout))}
+    else:  # today's code with the old settings
+        variants = {"baseline": (BASELINE_TRAIN, ["--set", "MIXED_PRECISION=null"])}
+    variants["new"] = ([], [])
     results = run_variants(variants, data, a.out, a.minutes, size, a.backbone)
     print_table(results, f"Hard demo set, {size} px, {a.backbone} from scratch, "
                 f"{a.minutes} min each (run side by side)")
@@ -97,6 +100,10 @@ def main():
     p.add_argument("--hard", action="store_true",
                    help="the hard demo set (600 train + 150 val images at 256 px, crowds "
                    "of small garments): today's settings vs the new ones, same wall time")
+    p.add_argument("--baseline-checkout", metavar="DIR",
+                   help="with --hard: run the baseline from this checkout of an older "
+                   "commit (git worktree add DIR COMMIT) with its own defaults, instead "
+                   "of this code with the old settings")
     a = p.parse_args()
     if a.hard:
         return hard_comparison(a)

@@ -13,7 +13,6 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FASHION = os.path.join(ROOT, "fashion", "fashion.py")
 
 
 def hard_demo(out_dir, num_images=750, size=256, seed=0, hard=True):
@@ -24,28 +23,36 @@ def hard_demo(out_dir, num_images=750, size=256, seed=0, hard=True):
                              hard=hard))
 
 
-def _train_cmd(data_dir, logs, minutes, size, backbone, extra):
-    return [sys.executable, FASHION, "train", "--dataset", data_dir, "--format", "imat2019",
+def _cli(root):
+    return os.path.join(root or ROOT, "fashion", "fashion.py")
+
+
+def _train_cmd(data_dir, logs, minutes, size, backbone, extra, root=None):
+    return [sys.executable, _cli(root), "train", "--dataset", data_dir, "--format", "imat2019",
             "--weights", "none", "--backbone", backbone, "--image-size", str(size),
             "--time-budget", str(minutes), "--logs", logs, "--quiet",
             "--steps-per-epoch", "100", "--schedule", "all:1000"] + list(extra)
 
 
-def _eval_cmd(data_dir, logs, checkpoint, out, extra):
-    return [sys.executable, FASHION, "evaluate", "--dataset", data_dir, "--format",
+def _eval_cmd(data_dir, logs, checkpoint, out, extra, root=None):
+    return [sys.executable, _cli(root), "evaluate", "--dataset", data_dir, "--format",
             "imat2019", "--weights", checkpoint, "--logs", logs, "--out", out,
             "--quiet"] + list(extra)
 
 
 def run_variants(variants, data_dir, out_dir, minutes, size=256, backbone="resnet18",
                  concurrent=True):
-    """variants: {name: (train flags, evaluate flags)} -> {name: result dict}."""
+    """variants: {name: (train flags, evaluate flags[, checkout])} -> {name: result}.
+
+    A variant's checkout (a directory holding another version of this project, e.g. a
+    `git worktree` of an older commit) runs that version's fashion.py instead of ours.
+    """
     procs = {}
-    for name, (train_flags, _) in variants.items():
+    for name, (train_flags, _, *root) in variants.items():
         logs = os.path.join(out_dir, name, "logs")
         os.makedirs(logs, exist_ok=True)
         log = open(os.path.join(out_dir, name, "train.log"), "w")
-        cmd = _train_cmd(data_dir, logs, minutes, size, backbone, train_flags)
+        cmd = _train_cmd(data_dir, logs, minutes, size, backbone, train_flags, *root)
         procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log,
                        time.time())
         if not concurrent:
@@ -54,11 +61,12 @@ def run_variants(variants, data_dir, out_dir, minutes, size=256, backbone="resne
     for name, (proc, log, t0) in procs.items():
         proc.wait()
         log.close()
-        results[name] = _finish(name, variants[name][1], data_dir, out_dir, t0)
+        results[name] = _finish(name, variants[name][1], data_dir, out_dir, t0,
+                                *variants[name][2:])
     return results
 
 
-def _finish(name, eval_flags, data_dir, out_dir, t0):
+def _finish(name, eval_flags, data_dir, out_dir, t0, root=None):
     """Reads the train log, evaluates the checkpoint, returns the figures."""
     d = os.path.join(out_dir, name)
     text = open(os.path.join(d, "train.log")).read()
@@ -75,7 +83,7 @@ def _finish(name, eval_flags, data_dir, out_dir, t0):
     out = os.path.join(d, "eval")
     with open(os.path.join(d, "eval.log"), "w") as log:
         subprocess.run(_eval_cmd(data_dir, os.path.join(d, "logs"), ckpt.group(1), out,
-                                 eval_flags), stdout=log, stderr=subprocess.STDOUT)
+                                 eval_flags, root), stdout=log, stderr=subprocess.STDOUT)
     try:
         with open(os.path.join(out, "metrics.json")) as f:
             metrics = json.load(f)

@@ -48,9 +48,16 @@ class _Parser(argparse.ArgumentParser):
         raise CLIError(f"{self.prog}: {message}; see {self.prog} --help.")
 
 
+def program_name():
+    """The name the user typed: `fashion-mrcnn` for the console script, else fashion.py."""
+    return ("fashion-mrcnn" if os.path.basename(sys.argv[0] or "") == "fashion-mrcnn"
+            else "fashion.py")
+
+
 def build_parser():
-    parser = _Parser(prog="fashion.py", description=__doc__.split("\n\n")[0],
-                     epilog="Run 'fashion.py COMMAND --help' for a command's flags and "
+    prog = program_name()
+    parser = _Parser(prog=prog, description=__doc__.split("\n\n")[0],
+                     epilog=f"Run '{prog} COMMAND --help' for a command's flags and "
                      "examples.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     common = common_parser()
@@ -65,8 +72,8 @@ def run_command(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
-        raise CLIError(f"fashion.py: no command given; use one of "
-                       f"{', '.join(parser.command_names)} (see fashion.py --help).")
+        raise CLIError(f"{parser.prog}: no command given; use one of "
+                       f"{', '.join(parser.command_names)} (see {parser.prog} --help).")
     return args.func(args)
 
 

@@ -66,6 +66,7 @@ def test_packages_come_from_the_install_with_their_label_files(installed):
 def test_console_scripts_run_outside_the_checkout(installed):
     cli = _run(installed, "fashion-mrcnn", "--help")
     assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.startswith("usage: fashion-mrcnn "), cli.stdout[:80]
     for command in ("train", "evaluate", "detect", "submit", "score", "check", "demo"):
         assert command in cli.stdout
     demo = _run(installed, "fashion-mrcnn", "demo", "--help")
