@@ -195,7 +195,7 @@ def test_weighted_fusion_is_trainable_and_ignores_negative_weights():
     assert WeightedFusion.from_config(fusion.get_config()).epsilon == fusion.epsilon
 
 
-def test_backbone_and_neck_train_and_round_trip(tmp_path):
+def test_backbone_and_neck_train_and_round_trip(tmp_path, deterministic):
     config = make_config(TRAIN_BN=None)
     model = build(config)
     fusions = [l for l in model.layers if isinstance(l, WeightedFusion)]

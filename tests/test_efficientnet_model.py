@@ -15,6 +15,10 @@ class B0Config(TinyConfig):
 
 @pytest.fixture(scope="module")
 def b0_trained(tmp_path_factory, shapes_data):
+    import keras
+    # Seeded here: the weights must not depend on which tests ran before (the loss-falls
+    # test below starts from them; unseeded it failed in one test order, 2.96 -> 3.10).
+    keras.utils.set_random_seed(0)
     config = B0Config()
     model = MaskRCNN("training", config, str(tmp_path_factory.mktemp("b0logs")))
     return model, config

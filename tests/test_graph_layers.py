@@ -437,3 +437,49 @@ def test_missing_setting_is_named():
     del config.PRE_NMS_LIMIT
     with pytest.raises(ValueError, match="PRE_NMS_LIMIT"):
         ProposalLayer(10, 0.7, config)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_frozen_batch_norm_is_one_fused_op_with_keras_results(policy):
+    """Frozen statistics run TensorFlow's fused op (what oneDNN folds into the conv);
+    its output and its gradients (input, gamma, beta: still trained when only the
+    statistics are frozen) equal Keras' own batch norm: to 1e-6 in float32 (the order of
+    the multiply-add differs), exactly in bfloat16 (one rounding of the same float32
+    result). With TRAIN_BN=None in training the batch statistics are used as before."""
+    from mrcnn.layers.batch_norm import BatchNorm
+    rng = np.random.RandomState(3)
+    old = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        bn = BatchNorm(train_bn=False, epsilon=1e-3)
+        x = tf.cast(tf.constant(rng.randn(2, 6, 6, 8).astype("float32") * 3 + 1),
+                    bn.compute_dtype)
+        bn.build(x.shape)
+        bn.moving_mean.assign(rng.randn(8).astype("float32"))
+        bn.moving_variance.assign(rng.rand(8).astype("float32") + 0.5)
+        bn.gamma.assign(rng.rand(8).astype("float32") + 0.5)
+        bn.beta.assign(rng.randn(8).astype("float32"))
+
+        def run(call):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = call(x)
+                loss = tf.reduce_sum(tf.cast(y, tf.float32) ** 2)
+            grads = tape.gradient(loss, [x, bn.gamma, bn.beta])
+            return [np.asarray(tf.cast(t, tf.float32)) for t in [y] + grads]
+
+        ours = run(lambda t: bn(t, training=True))  # train_bn=False wins over training
+        keras_ = run(lambda t: keras.layers.BatchNormalization.call(bn, t, training=False))
+        for a, b in zip(ours, keras_):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.abs(b).max())
+        assert ours[0].dtype == np.float32 and bn(x).dtype == bn.compute_dtype
+        graph = tf.function(lambda t: bn(t)).get_concrete_function(
+            tf.TensorSpec(x.shape, x.dtype)).graph
+        assert "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
+
+        follow = BatchNorm(train_bn=None)
+        follow.build(x.shape)
+        y = np.asarray(tf.cast(follow(x, training=True), tf.float32))
+        assert abs(y.mean()) < 0.05 and abs(y.std() - 1) < 0.05  # batch statistics
+    finally:
+        keras.mixed_precision.set_global_policy(old)
