@@ -70,6 +70,7 @@ def time_train_step(size, backbone, reps, precision="float32", jit_compile=False
     from mrcnn.training import make_optimizer
     from mrcnn.utils import Dataset
     config = make_config(size, backbone, precision=precision)
+    config.STATIC_SHAPES = config.STATIC_SHAPES or jit_compile  # XLA needs static shapes
 
     class Two(Dataset):
         def load_image(self, i):
@@ -182,7 +183,7 @@ def main():
     p.add_argument("--torch-python", help="python of a venv with torch + torchvision")
     p.add_argument("--tfm-python", help="python of a venv with tf-models-official")
     p.add_argument("--no-train", action="store_true")
-    p.add_argument("--jit", action="store_true", help="XLA-compile the auto train step")
+    p.add_argument("--jit", action="store_true", help="XLA-compile the auto train step (with STATIC_SHAPES, which XLA needs)")
     a = p.parse_args()
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(a.threads)

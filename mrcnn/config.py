@@ -182,8 +182,9 @@ class Config:
     # Static shapes everywhere (XLA / TPU): the mask head then runs on the maximum number
     # of positive ROIs and ROI align crops every level. False saves work on CPUs/GPUs.
     STATIC_SHAPES = False
-    # XLA-compile the train step (jit_compile). Off by default: on CPUs it did not make
-    # the step faster (docs/benchmarks.md); try it with STATIC_SHAPES on GPUs/TPUs.
+    # XLA-compile the train step (jit_compile); needs STATIC_SHAPES (XLA has no kernel for
+    # the dynamic ROI align). Off by default: on a CPU the compiled bf16 step took 3.2x
+    # the default step's time (docs/benchmarks.md); try it on GPUs/TPUs.
     JIT_COMPILE = False
 
     # Precision policy: "auto" (bfloat16 on CPUs with avx512_bf16/AMX and GPUs of compute
@@ -263,6 +264,9 @@ class Config:
                        "'constant'.")
         if not 0 <= self.LR_FLOOR <= 1:
             self._fail(f"LR_FLOOR must be a fraction of the rate in [0, 1], got {self.LR_FLOOR}.")
+        if self.JIT_COMPILE and not self.STATIC_SHAPES:
+            self._fail("JIT_COMPILE needs STATIC_SHAPES = True: XLA cannot compile the "
+                       "dynamic-shape ROI align; set both, or JIT_COMPILE = False.")
         if self.OPTIMIZER not in ("sgd", "adamw"):
             self._fail(f"OPTIMIZER is {self.OPTIMIZER!r}; use 'sgd' or 'adamw'.")
         if self.TRAIN_BN not in (None, True, False):

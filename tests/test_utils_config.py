@@ -144,6 +144,7 @@ def test_corrupt_image_gives_clear_error(tmp_path):
     ({"IMAGE_RESIZE_MODE": "stretch"}, "square"),
     ({"MASK_SHAPE": [56, 56]}, "MASK_POOL_SIZE"),
     ({"RPN_ANCHOR_SCALES": (32, 64)}, "one anchor scale per pyramid level"),
+    ({"JIT_COMPILE": True}, "STATIC_SHAPES = True"),
 ])
 def test_config_rejects_impossible_values(attrs, match):
     cls = type("Bad", (Config,), {"NUM_CLASSES": 3, **attrs})
