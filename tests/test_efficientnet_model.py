@@ -16,9 +16,7 @@ class B0Config(TinyConfig):
 @pytest.fixture(scope="module")
 def b0_trained(tmp_path_factory, shapes_data):
     import keras
-    # Seeded here: the weights must not depend on which tests ran before (the loss-falls
-    # test below starts from them; unseeded it failed in one test order, 2.96 -> 3.10).
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)  # weights independent of the tests that ran before
     config = B0Config()
     model = MaskRCNN("training", config, str(tmp_path_factory.mktemp("b0logs")))
     return model, config
@@ -40,20 +38,26 @@ def test_b0_bifpn_is_the_default_neck(b0_trained):
 LOSS_FALLS_LR = 0.003
 
 
-def test_b0_heads_stage_freezes_backbone_and_loss_falls(b0_trained, shapes_data,
-                                                        deterministic):
-    import tensorflow as tf
+def test_b0_heads_stage_freezes_backbone_and_loss_falls(tmp_path, deterministic):
+    """Self-contained (own data, own model built after seeding): with the shared model
+    and data the first loss depended on which tests ran before (3.81 in the full suite,
+    6.99 alone) and the check failed in one order."""
     from mrcnn.data.pipeline import training_inputs
     from mrcnn.training import layers_regex, make_optimizer, set_trainable
-    model, config = b0_trained
+    from samples.shapes.shapes import ShapesDataset
+    data = ShapesDataset()
+    data.load_shapes(12, 128, 128, seed=1)
+    data.prepare()
+    config = B0Config()
+    model = MaskRCNN("training", config, str(tmp_path))
     trained = set_trainable(model.keras_model, layers_regex("heads", config.BACKBONE))
     assert trained and all(n.startswith(("bifpn_", "rpn_", "mrcnn_")) for n in trained)
     set_trainable(model.keras_model, layers_regex("all", config.BACKBONE))
     model.keras_model.compile(optimizer=make_optimizer(config, LOSS_FALLS_LR))
-    batch = next(iter(training_inputs(shapes_data[0], config, 2, shuffle=False,
-                                      repeat=False)))
+    batch = next(iter(training_inputs(data, config, 2, shuffle=False, repeat=False)))
     losses = [float(model.keras_model.train_on_batch(batch, return_dict=True)["loss"])
               for _ in range(10)]
+    print("losses", [round(v, 3) for v in losses])
     assert min(losses[-3:]) < 0.7 * losses[0], losses
 
 
