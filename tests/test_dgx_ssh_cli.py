@@ -135,8 +135,10 @@ def read_line(stream, deadline):
 
 def run_tunnel_line(args, ctx, env, cwd):
     """Start the README's tunnel line, talk through it, then end it with Ctrl-C."""
-    proc = subprocess.Popen([sys.executable, str(REPO / SCRIPT), *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # -X faulthandler: if it ever hangs after Ctrl-C, SIGABRT prints every thread's stack
+    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", str(REPO / SCRIPT),
+                             *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
         line = read_line(proc.stdout, time.monotonic() + 30)
         assert f"forwarding 127.0.0.1:{ctx['--local-port']}" in line, (
@@ -146,7 +148,14 @@ def run_tunnel_line(args, ctx, env, cwd):
             conn.sendall(b"ping")
             assert conn.recv(100) == b"tensorboard:ping"
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0, proc.stderr.read()
+        try:
+            code = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # seen once in a CI run while the CPU was shared
+            proc.send_signal(signal.SIGABRT)
+            proc.wait(timeout=10)
+            raise AssertionError("tunnel still running 20 s after Ctrl-C; its threads:\n"
+                                 + proc.stderr.read()) from None
+        assert code == 0, proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
