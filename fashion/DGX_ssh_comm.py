@@ -91,6 +91,7 @@ Details:
   untouched (it may itself contain ``--host`` or ``--``).
 """
 import argparse
+import signal as signal_module
 import sys
 import time
 from pathlib import Path
@@ -272,6 +273,10 @@ def dispatch(args, command):
 
 
 def _tunnel(client, args):
+    try:  # "Ctrl-C to stop" holds even when started with SIGINT ignored (nohup, cmd &)
+        signal_module.signal(signal_module.SIGINT, signal_module.default_int_handler)
+    except ValueError:  # not the main thread: leave the handler alone
+        pass
     tunnel = Tunnel(client.get_transport(), args.local_port, args.remote_port,
                     args.remote_host).start()
     deadline = None if args.seconds is None else time.monotonic() + args.seconds

@@ -130,25 +130,45 @@ def test_detect_returns_matterport_dicts(inference_tiny, shapes_data):
 
 
 def test_save_reload_identical_detections(inference_tiny, tiny_config, tmp_path,
-                                          shapes_data):
+                                          shapes_data, deterministic):
+    """Saved and reloaded weights are bit-identical, and so are the graph's outputs to
+    float noise. The pasted masks are compared with a tolerance: this barely trained
+    model's mask probabilities sit near the 0.5 threshold, and two model instances once
+    differed in 261 of 229,376 mask pixels (0.11%) from 1e-7 differences."""
     from mrcnn.weights_io import save_weights_by_name
     path = str(tmp_path / "w.h5")
     save_weights_by_name(inference_tiny.keras_model, path)
     other = MaskRCNN("inference", tiny_config, str(tmp_path))
     other.load_weights(path)
+    _assert_same_weights(inference_tiny.keras_model, other.keras_model)
     image = shapes_data[1].load_image(0)
+    molded, metas, _ = inference_tiny.mold_inputs([image])
+    anchors = inference_tiny._batch_anchors(molded)
+    out_a = inference_tiny._predict(molded, metas, anchors)
+    out_b = other._predict(molded, metas, anchors)
+    for name in ("detections", "mrcnn_mask"):
+        np.testing.assert_allclose(out_a[name], out_b[name], rtol=0, atol=1e-4,
+                                   err_msg=name)
     a = inference_tiny.detect([image])[0]
     b = other.detect([image])[0]
-    np.testing.assert_array_equal(a["rois"], b["rois"])
     np.testing.assert_array_equal(a["class_ids"], b["class_ids"])
-    np.testing.assert_allclose(a["scores"], b["scores"], rtol=1e-5)
-    np.testing.assert_array_equal(a["masks"], b["masks"])
+    assert np.abs(a["rois"].astype(int) - b["rois"].astype(int)).max(initial=0) <= 1
+    np.testing.assert_allclose(a["scores"], b["scores"], rtol=1e-4)
+    assert (a["masks"] != b["masks"]).mean() < 0.01
     # Keras 3 native files load by topology
     native = str(tmp_path / "n.weights.h5")
     inference_tiny.keras_model.save_weights(native)
     third = MaskRCNN("inference", tiny_config, str(tmp_path))
     third.load_weights(native)
-    np.testing.assert_array_equal(third.detect([image])[0]["rois"], a["rois"])
+    _assert_same_weights(inference_tiny.keras_model, third.keras_model)
+
+
+def _assert_same_weights(model_a, model_b):
+    """Every weight of two models of one topology equal bit for bit (same order)."""
+    assert len(model_a.weights) == len(model_b.weights)
+    for w_a, w_b in zip(model_a.weights, model_b.weights):
+        assert w_a.path.split("/")[-1] == w_b.path.split("/")[-1]
+        np.testing.assert_array_equal(np.asarray(w_a), np.asarray(w_b), err_msg=w_a.path)
 
 
 def test_load_matterport_layout_by_name_with_exclude(inference_tiny, tiny_config, tmp_path):

@@ -135,10 +135,13 @@ def read_line(stream, deadline):
 
 def run_tunnel_line(args, ctx, env, cwd):
     """Start the README's tunnel line, talk through it, then end it with Ctrl-C."""
-    # -X faulthandler: if it ever hangs after Ctrl-C, SIGABRT prints every thread's stack
+    # Started with SIGINT ignored, as under nohup or `cmd &` (and as CI once ran this
+    # test: the tunnel then ignored Ctrl-C); -X faulthandler: if it ever hangs after
+    # Ctrl-C, SIGABRT prints every thread's stack.
     proc = subprocess.Popen([sys.executable, "-X", "faulthandler", str(REPO / SCRIPT),
                              *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         line = read_line(proc.stdout, time.monotonic() + 30)
         assert f"forwarding 127.0.0.1:{ctx['--local-port']}" in line, (
