@@ -8,7 +8,7 @@ With frozen statistics (inference, TRAIN_BN=False, or a layer frozen by the trai
 preset) the layer runs TensorFlow's fused batch-norm op, as Keras 2 (and so matterport)
 did: one pass over the tensor, which oneDNN folds into the preceding convolution. Keras
 3's own path upcasts to float32 and takes four passes; in bfloat16 that doubled the time
-of a ResNet block (benchmarks/bench_core.py).
+of a ResNet block (benchmarks/bench_batchnorm.py).
 """
 import keras
 import tensorflow as tf
