@@ -273,10 +273,6 @@ def dispatch(args, command):
 
 
 def _tunnel(client, args):
-    try:  # "Ctrl-C to stop" holds even when started with SIGINT ignored (nohup, cmd &)
-        signal_module.signal(signal_module.SIGINT, signal_module.default_int_handler)
-    except ValueError:  # not the main thread: leave the handler alone
-        pass
     tunnel = Tunnel(client.get_transport(), args.local_port, args.remote_port,
                     args.remote_host).start()
     deadline = None if args.seconds is None else time.monotonic() + args.seconds
@@ -347,6 +343,11 @@ def main(argv=None):
     """CLI entry point (also the ``dgx-ssh`` console script); returns the exit code:
     0 ok, 2 for a clear one-sentence error (or a usage error), 130 when interrupted."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    try:  # Ctrl-C stops every command (tunnel, logs --follow) even when started with
+        # SIGINT ignored (nohup, `cmd &`), where Python would keep ignoring it
+        signal_module.signal(signal_module.SIGINT, signal_module.default_int_handler)
+    except ValueError:  # called from a thread other than the main one: leave it alone
+        pass
     try:
         args, command = parse(argv)
         configure_logging(getattr(args, "verbose", False))
