@@ -58,8 +58,13 @@ IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 RESERVED_PREFIXES = ("fpn_", "rpn_", "mrcnn_", "bifpn_")
 
-CONV_INIT = keras.initializers.VarianceScaling(
-    scale=2.0, mode="fan_out", distribution="truncated_normal")
+# A config, not an initializer object: Keras builds a fresh initializer (with its own
+# seed) for every layer from it. One shared VarianceScaling instance carries one seed,
+# fixed when this module is imported, so every conv of the same shape started from the
+# same kernel (block2b_expand_conv == block3a_expand_conv), and the import drew that seed
+# from Python's RNG after a test's set_random_seed, shifting every later layer's seed.
+CONV_INIT = {"class_name": "VarianceScaling",
+             "config": {"scale": 2.0, "mode": "fan_out", "distribution": "truncated_normal"}}
 
 _FROM_CONFIG = "config"
 
