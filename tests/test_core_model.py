@@ -131,10 +131,11 @@ def test_detect_returns_matterport_dicts(inference_tiny, shapes_data):
 
 def test_save_reload_identical_detections(inference_tiny, tiny_config, tmp_path,
                                           shapes_data, deterministic):
-    """Saved and reloaded weights are bit-identical, and so are the graph's outputs to
-    float noise. The pasted masks are compared with a tolerance: this barely trained
-    model's mask probabilities sit near the 0.5 threshold, and two model instances once
-    differed in 261 of 229,376 mask pixels (0.11%) from 1e-7 differences."""
+    """Saved and reloaded weights are bit-identical, and so are the graph's detections
+    to float noise (mask logits: see below). The pasted masks are compared with a
+    tolerance: this barely trained model's mask probabilities sit near the 0.5
+    threshold, and two model instances once differed in 261 of 229,376 mask pixels
+    (0.11%) from 1e-7 differences."""
     from mrcnn.weights_io import save_weights_by_name
     path = str(tmp_path / "w.h5")
     save_weights_by_name(inference_tiny.keras_model, path)
@@ -146,9 +147,15 @@ def test_save_reload_identical_detections(inference_tiny, tiny_config, tmp_path,
     anchors = inference_tiny._batch_anchors(molded)
     out_a = inference_tiny._predict(molded, metas, anchors)
     out_b = other._predict(molded, metas, anchors)
-    for name in ("detections", "mrcnn_mask"):
-        np.testing.assert_allclose(out_a[name], out_b[name], rtol=0, atol=1e-4,
-                                   err_msg=name)
+    np.testing.assert_allclose(out_a["detections"], out_b["detections"], rtol=0, atol=1e-4)
+    # Mask logits per detection slot: in one of six fresh-clone CI runs one slot of 100
+    # differed (1,118 of its 3,136 values by up to 0.106) while every box agreed to
+    # 1e-4: a discrete choice downstream of the box (most likely the pyramid level that
+    # ROI align picks from the box area, which rounds) flipped on float noise between
+    # the two model instances. So at most 2 of the slots may differ; the rest must agree.
+    slot_differs = (np.abs(out_a["mrcnn_mask"] - out_b["mrcnn_mask"]) > 1e-4).reshape(
+        out_a["mrcnn_mask"].shape[:2] + (-1,)).any(axis=-1)
+    assert slot_differs.sum() <= 2, np.flatnonzero(slot_differs)
     a = inference_tiny.detect([image])[0]
     b = other.detect([image])[0]
     np.testing.assert_array_equal(a["class_ids"], b["class_ids"])
