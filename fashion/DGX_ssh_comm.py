@@ -343,11 +343,14 @@ def main(argv=None):
     """CLI entry point (also the ``dgx-ssh`` console script); returns the exit code:
     0 ok, 2 for a clear one-sentence error (or a usage error), 130 when interrupted."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    try:  # Ctrl-C stops every command (tunnel, logs --follow) even when started with
-        # SIGINT ignored (nohup, `cmd &`), where Python would keep ignoring it
-        signal_module.signal(signal_module.SIGINT, signal_module.default_int_handler)
-    except ValueError:  # called from a thread other than the main one: leave it alone
-        pass
+    # Ctrl-C stops every command (tunnel, logs --follow) even when started with SIGINT
+    # ignored (nohup, `cmd &`), where Python would keep ignoring it. Only an ignored
+    # SIGINT is replaced: a program that calls main() keeps its own handler.
+    if signal_module.getsignal(signal_module.SIGINT) is signal_module.SIG_IGN:
+        try:
+            signal_module.signal(signal_module.SIGINT, signal_module.default_int_handler)
+        except ValueError:  # called from a thread other than the main one
+            pass
     try:
         args, command = parse(argv)
         configure_logging(getattr(args, "verbose", False))
