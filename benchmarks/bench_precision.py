@@ -7,6 +7,10 @@ in both precisions on the val images, its detections compared.
 
 Agreement: every float32 detection (score >= --min-score) must have a bfloat16 one of
 the same class whose mask IoU is >= 0.98 (and vice versa), from the same checkpoint.
+The share is also printed by garment size (the square root of the mask's area), and
+``--control`` adds a yardstick: the same float32 model on each image and on that image
+with one grey level of seeded noise (+-1, invisible, below JPEG's own error), i.e. how
+far masks move when the input moves about as much as bfloat16's rounding moves it.
 """
 import argparse
 import os
@@ -26,15 +30,34 @@ def mask_iou(a, b):
 
 
 def match(r_a, r_b, min_score):
-    """For each detection of r_a above min_score: the best mask IoU among r_b's of the
-    same class (0 when none)."""
-    ious = []
+    """For each detection of r_a above min_score: (the best mask IoU among r_b's of the
+    same class (0 when none), the side in pixels of r_a's mask (square root of its area))."""
+    pairs = []
     for i in np.nonzero(r_a["scores"] >= min_score)[0]:
         same = np.nonzero(r_b["class_ids"] == r_a["class_ids"][i])[0]
         best = max((mask_iou(r_a["masks"][..., i], r_b["masks"][..., j]) for j in same),
                    default=0.0)
-        ious.append(best)
-    return ious
+        pairs.append((best, float(np.sqrt(r_a["masks"][..., i].sum()))))
+    return pairs
+
+
+SIDES = (0, 16, 32, 64, np.inf)  # garment side buckets in pixels
+
+
+def summarize(pairs, counts, title):
+    """Prints the share of masks at IoU >= 0.98, overall and by garment side."""
+    print(f"\n{title}: detections with score >= the threshold {counts[0]} vs {counts[1]}")
+    if not pairs:
+        return
+    ious, sides = np.array(pairs).T
+    print(f"  matched (same class, mask IoU >= 0.98): {(ious >= 0.98).mean():.3f}; mask IoU "
+          f"mean {ious.mean():.4f}, 5th percentile {np.percentile(ious, 5):.4f}, "
+          f"min {ious.min():.4f}")
+    for lo, hi in zip(SIDES[:-1], SIDES[1:]):
+        sel = (sides >= lo) & (sides < hi)
+        if sel.any():
+            print(f"  garment side {lo:>2}-{hi:<3} px: {sel.sum():4d} masks, IoU >= 0.98 "
+                  f"{(ious[sel] >= 0.98).mean():.3f}, mean IoU {ious[sel].mean():.4f}")
 
 
 def load_model(weights, precision):
@@ -51,28 +74,37 @@ def load_model(weights, precision):
     return model
 
 
-def agreement(weights, data_dir, limit=60, min_score=0.5):
-    """Detections of one checkpoint in float32 vs mixed_bfloat16 on val images."""
+def agreement(weights, data_dir, limit=60, min_score=0.5, control=False):
+    """Detections of one checkpoint in float32 vs mixed_bfloat16 on val images (and,
+    with control, float32 on each image vs on the image with +-1 grey level of noise).
+    Returns {comparison: (pairs of (IoU, garment side), detection counts)}."""
     from fashion.dataset import FashionDataset
     ds = FashionDataset()
     ds.load_imat2019(data_dir, subset="val")
     ds.prepare()
     fp32, bf16 = load_model(weights, None), load_model(weights, "mixed_bfloat16")
-    ious, counts = [], [0, 0]
-    for image_id in ds.image_ids[:limit]:
-        image = ds.load_image(image_id)
-        a, b = fp32.detect([image])[0], bf16.detect([image])[0]
-        ious += match(a, b, min_score) + match(b, a, min_score)
+    rng = np.random.default_rng(0)
+    found = {"bf16": ([], [0, 0]), "noise": ([], [0, 0])}
+
+    def compare(key, a, b):
+        pairs, counts = found[key]
+        pairs += match(a, b, min_score) + match(b, a, min_score)
         counts[0] += int((a["scores"] >= min_score).sum())
         counts[1] += int((b["scores"] >= min_score).sum())
-    ious = np.array(ious)
-    print(f"\nOne checkpoint in float32 vs mixed_bfloat16, {min(limit, len(ds.image_ids))} "
-          f"val images, detections with score >= {min_score}: {counts[0]} vs {counts[1]}")
-    if len(ious):
-        print(f"matched (same class, mask IoU >= 0.98): {(ious >= 0.98).mean():.3f}; "
-              f"mask IoU mean {ious.mean():.4f}, 5th percentile "
-              f"{np.percentile(ious, 5):.4f}, min {ious.min():.4f}")
-    return ious, counts
+    for image_id in ds.image_ids[:limit]:
+        image = ds.load_image(image_id)
+        a = fp32.detect([image])[0]
+        compare("bf16", a, bf16.detect([image])[0])
+        if control:
+            noisy = np.clip(image.astype(np.int16) + rng.integers(-1, 2, image.shape),
+                            0, 255).astype(np.uint8)
+            compare("noise", a, fp32.detect([noisy])[0])
+    n = min(limit, len(ds.image_ids))
+    summarize(*found["bf16"], f"One checkpoint in float32 vs mixed_bfloat16, {n} val images")
+    if control:
+        summarize(*found["noise"], f"Control: float32 on the same {n} images vs with +-1 "
+                  "grey level of noise")
+    return found if control else {"bf16": found["bf16"]}
 
 
 def main():
@@ -88,19 +120,21 @@ def main():
     p.add_argument("--weights", help="checkpoint for --agree-only")
     p.add_argument("--min-score", type=float, default=0.5)
     p.add_argument("--limit", type=int, default=60, help="val images compared")
+    p.add_argument("--control", action="store_true",
+                   help="also compare float32 with float32 on +-1 grey level noisy images")
     a = p.parse_args()
     from benchmarks.fixed_time import hard_demo, print_table, run_variants
     data = hard_demo(os.path.join(a.out, f"demo_{'hard_' if a.hard else ''}{a.image_size}"),
                      num_images=a.demo_images, size=a.image_size, hard=a.hard)
     if a.agree_only:
-        return agreement(a.weights, data, a.limit, a.min_score)
+        return agreement(a.weights, data, a.limit, a.min_score, a.control)
     variants = {"float32": (["--mixed-precision", "float32"], ["--set", "MIXED_PRECISION=null"]),
                 "auto": (["--mixed-precision", "auto"], [])}
     results = run_variants(variants, data, a.out, a.minutes, a.image_size, a.backbone)
     print_table(results, f"Demo set, {a.image_size} px, {a.backbone} from scratch, "
                 f"{a.minutes} min each (run side by side)")
     if results["auto"].get("checkpoint"):
-        agreement(results["auto"]["checkpoint"], data, a.limit, a.min_score)
+        agreement(results["auto"]["checkpoint"], data, a.limit, a.min_score, a.control)
 
 
 if __name__ == "__main__":

@@ -483,3 +483,45 @@ def test_frozen_batch_norm_is_one_fused_op_with_keras_results(policy):
         assert abs(y.mean()) < 0.05 and abs(y.std() - 1) < 0.05  # batch statistics
     finally:
         keras.mixed_precision.set_global_policy(old)
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_whole_input_conv_is_a_matmul_with_conv_results(policy):
+    """The box head's "fc" convolutions (kernel = whole input) run as one matrix product
+    with Conv2D's weights; outputs and gradients equal Conv2D's to float rounding:
+    1e-5 of the largest value in float32 (summation order), 1e-2 in bfloat16 (the output
+    is rounded to 8 bits once, 4e-3 relative). Another input size falls back to the conv."""
+    from mrcnn.heads.common import WholeInputConv2D
+    rng = np.random.RandomState(4)
+    old = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        for size, kernel in [(7, 7), (1, 1)]:
+            ours = WholeInputConv2D(16, kernel, activation="relu")
+            conv = keras.layers.Conv2D(16, kernel, padding="valid", activation="relu")
+            x = tf.constant(rng.randn(5, size, size, 12).astype("float32"))
+            ours.build(x.shape), conv.build(x.shape)
+            assert [w.shape for w in ours.weights] == [w.shape for w in conv.weights]
+            conv.set_weights(ours.get_weights())
+
+            def run(layer):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    y = layer(x)
+                    loss = tf.reduce_sum(tf.cast(y, tf.float32) ** 2)
+                grads = tape.gradient(loss, [x] + layer.trainable_weights)
+                return [np.asarray(tf.cast(t, tf.float32)) for t in [y] + grads]
+            tol = 1e-5 if policy == "float32" else 1e-2
+            a, b = run(ours), run(conv)
+            assert a[0].shape == (5, 1, 1, 16) and ours(x).dtype == ours.compute_dtype
+            for u, v in zip(a, b):
+                np.testing.assert_allclose(u, v, rtol=0, atol=tol * np.abs(v).max())
+            graph = tf.function(lambda t: ours(t)).get_concrete_function(
+                tf.TensorSpec(x.shape, tf.float32)).graph
+            types = {op.type for op in graph.get_operations()}
+            assert "MatMul" in types or "BatchMatMulV2" in types
+            assert "Conv2D" not in types
+        big = tf.constant(rng.randn(2, 9, 9, 12).astype("float32"))
+        assert ours(big).shape == (2, 9, 9, 16)  # 1x1 kernel on 9x9: the ordinary conv
+    finally:
+        keras.mixed_precision.set_global_policy(old)
