@@ -15,11 +15,12 @@ DEFAULT_BEST = "segm_AP50"
 
 
 def add_train_eval_args(p):
-    p.add_argument("--eval-every", type=int, default=1, metavar="N",
+    p.add_argument("--eval-every", type=int, default=None, metavar="N",
                    help="evaluate on the val split after every N epochs (and the first "
                    "and last): segm/bbox AP and AP50, iMaterialist 2019, Fashionpedia "
                    "AP_iou_f1 with attributes, written to epochs.csv, TensorBoard and the "
-                   "training curve (default 1; 0 turns it off)")
+                   "training curve (default 1; with --time-budget only after the last "
+                   "epoch, so the budget goes to training; 0 turns it off)")
     p.add_argument("--eval-limit", type=int, default=EVAL_LIMIT, metavar="IMAGES",
                    help="evaluate on at most this many val images, the same evenly "
                    f"spaced ones every time (default {EVAL_LIMIT}; 0: all)")
@@ -75,12 +76,25 @@ def fashion_metrics(with_attributes, imat_min_score=0.5):
     return metrics
 
 
+def eval_cadence(args):
+    """--eval-every as EvaluationCallback's `every`: the count given, else 1, or "last"
+    with --time-budget (evaluating a 20-minute run after each epoch took a fifth of it);
+    0 means off."""
+    if args.eval_every is not None:
+        return args.eval_every
+    return "last" if getattr(args, "time_budget", None) is not None else 1
+
+
 def evaluation_callback(args, config, val_dataset, meta):
     """The EvaluationCallback of a train run, or None (off, or no Python val split)."""
-    if args.eval_every < 0 or args.eval_limit < 0:
+    if (args.eval_every or 0) < 0 or args.eval_limit < 0:
         raise CLIError("--eval-every and --eval-limit take counts >= 0 (0: off / all).")
-    if not args.eval_every:
+    every = eval_cadence(args)
+    if every == 0:
         return None
+    if every == "last":
+        log.info("Evaluating after the last epoch only (--time-budget); pass --eval-every "
+                 "N to evaluate every N epochs as well.")
     if not hasattr(val_dataset, "load_mask") or not len(val_dataset.image_ids):
         log.info("No val images to evaluate on while training (TFRecords are not "
                  "evaluated; pass --dataset for a val split).")
@@ -90,7 +104,7 @@ def evaluation_callback(args, config, val_dataset, meta):
     from mrcnn.evaluation.during_training import EvaluationCallback
     with_attributes = bool(meta.get("attribute_index_to_id"))
     return EvaluationCallback(
-        val_dataset, config, every=args.eval_every, limit=args.eval_limit or None,
+        val_dataset, config, every=every, limit=args.eval_limit or None,
         ground_truth=gt_coco,
         to_records=lambda result, image_id, name, first: to_records(
             result, image_id, name, meta, first),

@@ -278,3 +278,57 @@ def test_find_last_never_takes_the_best_file(tmp_path):
     run_dir, _ = _fake_run(tmp_path, [1, 2])
     (run_dir / "mask_rcnn_x_best.h5").write_bytes(b"")
     assert find_last(str(tmp_path), "x").endswith("mask_rcnn_x_0002.h5")
+
+
+def test_budgeted_runs_evaluate_after_the_last_epoch_only(shapes_data):
+    """--time-budget without --eval-every: AP only after the last epoch (the final one,
+    or the one the budget stops), so the budget trains; a count given still wins."""
+    import argparse
+    import types
+
+    from fashion.train_eval import eval_cadence
+    from mrcnn.evaluation.during_training import EvaluationCallback
+    ns = argparse.Namespace
+    assert eval_cadence(ns(eval_every=None, time_budget=None)) == 1
+    assert eval_cadence(ns(eval_every=None, time_budget=20.0)) == "last"
+    assert eval_cadence(ns(eval_every=3, time_budget=20.0)) == 3
+    assert eval_cadence(ns(eval_every=0, time_budget=20.0)) == 0
+
+    def due(every, stop_at=None, epochs=6):
+        cb = EvaluationCallback(shapes_data[1], Tiny18(), every=every, limit=3)
+        cb.set_params({"epochs": epochs})
+        cb.set_model(types.SimpleNamespace(stop_training=False))
+        cb.on_train_begin()
+        out = []
+        for epoch in range(epochs):
+            cb.model.stop_training = epoch == stop_at  # the budget ran out in this epoch
+            out.append(cb._due(epoch))
+            if cb.model.stop_training:
+                break
+        return [e for e, d in enumerate(out) if d]
+    assert due("last") == [5]
+    assert due("last", stop_at=2) == [2]
+    assert due(2) == [0, 1, 3, 5]          # first, every 2nd, last
+    with pytest.raises(ValueError, match="last"):
+        EvaluationCallback(shapes_data[1], Tiny18(), every="first")
+
+
+def test_budgeted_runs_cap_the_val_loss_steps():
+    """With --time-budget the val loss takes at most a tenth of an epoch's steps, unless
+    VALIDATION_STEPS is --set; without a budget only the val split's size caps it."""
+    import argparse
+    import types
+
+    from fashion.commands.train import _validation
+    from fashion.config import make_config
+
+    def steps(budget, sets=None):
+        config = make_config(64, 3, STEPS_PER_EPOCH=100, VALIDATION_STEPS=50,
+                             IMAGES_PER_GPU=2)
+        data = types.SimpleNamespace(val=object(), val_images=40)
+        assert _validation(config, data, argparse.Namespace(time_budget=budget,
+                                                            set=sets)) is data.val
+        return config.VALIDATION_STEPS
+    assert steps(None) == 20                 # 40 val images in batches of 2
+    assert steps(20.0) == 10                 # a tenth of 100 steps per epoch
+    assert steps(20.0, ["VALIDATION_STEPS=50"]) == 20

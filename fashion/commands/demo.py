@@ -52,7 +52,8 @@ def _steps(args):
         train, **common, **data, weights="none", backbone=args.backbone,
         schedule="all:1000", steps_per_epoch=args.steps_per_epoch,
         images_per_gpu=args.images_per_gpu, time_budget=args.minutes,
-        keep_last=1, set=list(DEMO_SETTINGS))  # the last and the best checkpoint
+        keep_last=1, set=list(DEMO_SETTINGS),  # the last and the best checkpoint
+        eval_every=1)  # an AP point per epoch on the demo's curve, budget or not
     evaluate_args = command_args(evaluate, **common, **data, out=args.out)
     detect_args = command_args(detect, **common, overlays=os.path.join(args.out, "overlays"),
                                out=os.path.join(args.out, "detections.jsonl"))

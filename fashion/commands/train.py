@@ -4,7 +4,7 @@ import logging
 import os
 import time
 
-from fashion.cli_args import add_data_args, build_config
+from fashion.cli_args import add_data_args, build_config, parse_sets
 from fashion.data_sources import dataset_from_args, dataset_meta, h5_source
 from fashion.errors import CLIError
 from fashion.records import META_KEYS, check_records, peek_record, read_records_meta, \
@@ -257,8 +257,15 @@ def _sources(args, config, data, strategy):
                  for subset, d in (("train", data.train), ("val", data.val)))
 
 
-def _validation(config, data):
-    """Drops validation when the val split is smaller than a batch; caps its steps."""
+# With --time-budget, the val loss after each epoch takes at most this share of the
+# epoch's steps (unless VALIDATION_STEPS is --set): 50 val steps after 100 training
+# steps were a fifth of a 20-minute run's time.
+BUDGET_VALIDATION_SHARE = 0.1
+
+
+def _validation(config, data, args=None):
+    """Drops validation when the val split is smaller than a batch; caps its steps (to
+    the split's size, and with --time-budget to a tenth of STEPS_PER_EPOCH)."""
     if data.val is None:
         return None
     if data.val_images is not None and data.val_images < config.BATCH_SIZE:
@@ -268,6 +275,13 @@ def _validation(config, data):
     if data.val_images:
         config.VALIDATION_STEPS = max(1, min(config.VALIDATION_STEPS,
                                              data.val_images // config.BATCH_SIZE))
+    budgeted = args is not None and getattr(args, "time_budget", None) is not None
+    if budgeted and "VALIDATION_STEPS" not in parse_sets(getattr(args, "set", None)):
+        cap = max(1, int(config.STEPS_PER_EPOCH * BUDGET_VALIDATION_SHARE))
+        if config.VALIDATION_STEPS > cap:
+            log.info("Val loss on %d steps per epoch, not %d (--time-budget; --set "
+                     "VALIDATION_STEPS=N to choose).", cap, config.VALIDATION_STEPS)
+            config.VALIDATION_STEPS = cap
     return data.val
 
 
@@ -298,7 +312,7 @@ def run(args):
     schedule = args.schedule or (saved or {}).get("schedule") or (
         "heads:20,all:60" if pretrained else "all:60")
     stages = parse_schedule(schedule, config.LEARNING_RATE)
-    val = _validation(config, data)
+    val = _validation(config, data, args)
     evaluation = evaluation_callback(args, config, eval_data, data.meta)
     keep_last, keep_best = retention(args, evaluation is not None, val is not None,
                                      bool(data.meta.get("attribute_index_to_id")))

@@ -76,12 +76,15 @@ def weight_pairs(source, target):
 
 class EvaluationCallback(keras.callbacks.Callback):
     """COCO AP on val images after every `every` epochs (and the first and last
-    epoch of each fit), written to the epoch logs and TensorBoard.
+    epoch of each fit), or only after the last (`every="last"`), written to the epoch
+    logs and TensorBoard.
 
     Args:
         val_dataset: a prepared utils.Dataset (load_image / load_mask).
         config: the training config; the evaluation model takes a one-device copy.
-        every: evaluate after every `every`-th epoch (>= 1).
+        every: evaluate after every `every`-th epoch (>= 1), or "last": only after
+            the fit's last epoch (the final one, or the one a time budget stops), so
+            a budgeted run spends its time training.
         limit: at most this many val images, evenly spaced (None: all).
         log_dir: TensorBoard events go to <log_dir>/evaluation (None: none written).
         ground_truth: fn(dataset, image_ids) -> COCO dict (default: class ids as
@@ -98,11 +101,12 @@ class EvaluationCallback(keras.callbacks.Callback):
                  ground_truth=None, to_records=None, metrics_fn=None, panel_images=3,
                  min_confidence=0.05, is_chief=True):
         super().__init__()
-        if int(every) < 1:
-            raise ValueError(f"every is {every}; evaluate after every N >= 1 epochs.")
+        if every != "last" and (isinstance(every, str) or int(every) < 1):
+            raise ValueError(f"every is {every!r}; evaluate after every N >= 1 epochs, "
+                             "or pass \"last\".")
         self.dataset = val_dataset
         self.config = inference_config(config, min_confidence)
-        self.every, self.limit = int(every), limit
+        self.every, self.limit = (every if every == "last" else int(every)), limit
         self.log_dir = log_dir
         self.ground_truth = ground_truth or dataset_ground_truth
         self.to_records = to_records or _class_id_records
@@ -124,6 +128,8 @@ class EvaluationCallback(keras.callbacks.Callback):
         if self._first_epoch is None:
             self._first_epoch = epoch
         last = epoch + 1 >= int(self.params.get("epochs") or 0) or self.model.stop_training
+        if self.every == "last":
+            return last
         return epoch == self._first_epoch or (epoch + 1) % self.every == 0 or last
 
     def on_epoch_end(self, epoch, logs=None):
