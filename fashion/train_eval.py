@@ -92,13 +92,13 @@ def evaluation_callback(args, config, val_dataset, meta):
     every = eval_cadence(args)
     if every == 0:
         return None
-    if every == "last":
-        log.info("Evaluating after the last epoch only (--time-budget); pass --eval-every "
-                 "N to evaluate every N epochs as well.")
     if not hasattr(val_dataset, "load_mask") or not len(val_dataset.image_ids):
         log.info("No val images to evaluate on while training (TFRecords are not "
                  "evaluated; pass --dataset for a val split).")
         return None
+    if every == "last":
+        log.info("Evaluating after the last epoch only (--time-budget); pass --eval-every "
+                 "N to evaluate every N epochs as well.")
     from fashion.detections import to_records
     from fashion.groundtruth import gt_coco
     from mrcnn.evaluation.during_training import EvaluationCallback

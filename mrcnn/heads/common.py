@@ -62,7 +62,8 @@ class WholeInputConv2D(layers.Conv2D):
     def call(self, inputs):
         kh, kw, cin, cout = self.kernel.shape
         whole = (tuple(inputs.shape[1:3]) == (kh, kw) and self.padding == "valid"
-                 and self.data_format == "channels_last" and self.groups == 1)
+                 and self.data_format == "channels_last" and self.groups == 1
+                 and tuple(self.dilation_rate) == (1, 1))
         if not whole:
             return super().call(inputs)
         flat = ops.reshape(inputs, (-1, kh * kw * cin))
