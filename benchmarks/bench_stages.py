@@ -80,8 +80,8 @@ def count_macs(keras_model, inputs):
     values = keras.Model(keras_model.inputs, tensors)(inputs, training=False)
     macs = {}
     for k, (layer, _, _) in enumerate(calls):
-        n = layer_macs(layer, values[2 * k], values[2 * k + 1])
-        macs[stage_of(layer.name)] = macs.get(stage_of(layer.name), 0.0) + n
+        stage = stage_of(layer.name)
+        macs[stage] = macs.get(stage, 0.0) + layer_macs(layer, values[2 * k], values[2 * k + 1])
     return macs
 
 
