@@ -292,7 +292,8 @@ def _draw_labels(image, boxes, class_ids, class_names, scores, rgb, captions=Non
     draw = ImageDraw.Draw(pil)
     h, w = image.shape[:2]
     font = label_font(max(11, round(max(h, w) / 36)))
-    for i, (y1, x1, _, _) in enumerate(boxes):
+    texts, sizes = [], []
+    for i in range(len(boxes)):
         if captions is not None:
             text = str(captions[i])
         else:
@@ -300,12 +301,43 @@ def _draw_labels(image, boxes, class_ids, class_names, scores, rgb, captions=Non
             if scores is not None:
                 text += f" {scores[i]:.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        x = int(min(max(int(x1) + 2, 2), max(w - (right - left) - 4, 2)))
-        y = int(min(max(int(y1) + 1, 1), max(h - (bottom - top) - 3, 1)))
-        draw.rectangle((x - 2, y + top - 1, x + right + 2, y + bottom + 1),
-                       fill=tuple(int(v) for v in rgb[i]))
-        draw.text((x, y), text, fill=(255, 255, 255), font=font)
+        texts.append((text, top))
+        sizes.append((right + 4, bottom - top + 2))  # the label's background box
+    for i, (x, y) in enumerate(label_positions(boxes, sizes, (h, w))):
+        text, top = texts[i]
+        bw, bh = sizes[i]
+        draw.rectangle((x, y, x + bw, y + bh), fill=tuple(int(v) for v in rgb[i]))
+        draw.text((x + 2, y + 1 - top), text, fill=(255, 255, 255), font=font)
     return np.asarray(pil)
+
+
+def label_positions(boxes, sizes, shape):
+    """Top-left corners (x, y) for label boxes of `sizes` [(width, height)], one per box
+    [N, (y1, x1, y2, x2)], inside an image of `shape` (h, w), that do not overlap.
+
+    Each label tries the inside top-left of its box, then just above it, then below its
+    bottom edge, then slides down from its top edge; the first place free of the labels
+    already placed wins (labels whose boxes are all taken stay at their box's corner).
+    """
+    h, w = shape[:2]
+    placed, out = [], []
+
+    def clamp(x, y, bw, bh):
+        return (int(min(max(x, 0), max(w - bw - 1, 0))),
+                int(min(max(y, 0), max(h - bh - 1, 0))))
+
+    def free(x, y, bw, bh):
+        return all(x + bw < px or px + pw < x or y + bh < py or py + ph < y
+                   for px, py, pw, ph in placed)
+
+    for (y1, x1, y2, _), (bw, bh) in zip(np.asarray(boxes, float).tolist(), sizes):
+        candidates = [(x1 + 1, y1 + 1), (x1, y1 - bh - 1), (x1, y2 + 1)]
+        candidates += [(x1 + 1, y1 + 1 + k * (bh + 1)) for k in range(1, max(1, h // bh))]
+        spots = [clamp(x, y, bw, bh) for x, y in candidates]
+        spot = next((s for s in spots if free(*s, bw, bh)), spots[0])
+        placed.append((*spot, bw, bh))
+        out.append(spot)
+    return out
 
 
 def draw_box(image, box, color, thickness=2):

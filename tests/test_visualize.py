@@ -209,3 +209,19 @@ def test_overlay_of_small_image_is_upscaled_with_legible_labels(tmp_path):
     plain = visualize.draw_instances_on_image(image, result["rois"], masks, [3], NAMES,
                                               show_labels=False, min_side=512)
     assert (np.abs(out.astype(int) - plain).sum(-1) > 0).sum() > 200
+
+
+def test_label_positions_do_not_overlap():
+    # Three garments on almost the same box (a person's top, jacket and dress) and one
+    # at the image's bottom edge: every label stays inside the image, none overlap.
+    boxes = [(10, 10, 60, 50), (11, 12, 61, 52), (10, 10, 58, 49), (90, 70, 100, 99)]
+    sizes = [(30, 9), (40, 9), (25, 9), (28, 9)]
+    spots = visualize.label_positions(boxes, sizes, (100, 100))
+    assert spots[0] == (11, 11)  # the first label sits at its box's inside corner
+    rects = [(x, y, x + w, y + h) for (x, y), (w, h) in zip(spots, sizes)]
+    for x1, y1, x2, y2 in rects:
+        assert 0 <= x1 and x2 < 100 and 0 <= y1 and y2 < 100
+    for i in range(len(rects)):
+        for j in range(i):
+            a, b = rects[i], rects[j]
+            assert a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1], (a, b)
