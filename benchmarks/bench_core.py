@@ -9,6 +9,10 @@ after NMS, at most 100 detections, score threshold 0.05, 2 threads. The peers' s
 are run from ../shared/bench when their virtual environments are given; torchvision is
 also timed under its CPU bfloat16 autocast (benchmarks/torchvision_autocast.py). Ours
 runs in float32 and with MIXED_PRECISION="auto" (bfloat16 on CPUs with avx512_bf16/AMX).
+
+--set KEY=VALUE changes our config for a hand-set comparison, printed as such; e.g.
+--set RPN_CONV_DEPTH=256 gives torchvision's RPN width (matterport's is 512, and its
+weights need 512). The headline is the run without --set: what a user gets.
 """
 import argparse
 import os
@@ -23,6 +27,9 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+
+
+OVERRIDES = {}  # --set values, applied to every config of the run
 
 
 def make_config(size, backbone, mode_batch=1, classes=47, precision="float32"):
@@ -41,6 +48,10 @@ def make_config(size, backbone, mode_batch=1, classes=47, precision="float32"):
         TRAIN_ROIS_PER_IMAGE = 512
         MAX_GT_INSTANCES = 10
         MIXED_PRECISION = precision
+    for key, value in OVERRIDES.items():
+        if not hasattr(Config, key):
+            raise SystemExit(f"--set {key}: Config has no such attribute.")
+        setattr(Bench, key, value)
     return Bench()  # EfficientNet: the pyramid and head sizes a user gets by default
 
 
@@ -184,11 +195,18 @@ def main():
     p.add_argument("--tfm-python", help="python of a venv with tf-models-official")
     p.add_argument("--no-train", action="store_true")
     p.add_argument("--jit", action="store_true", help="XLA-compile the auto train step (with STATIC_SHAPES, which XLA needs)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="hand-set Config value for our model (e.g. RPN_CONV_DEPTH=256)")
     a = p.parse_args()
+    from mrcnn.config_values import parse_overrides
+    OVERRIDES.update(parse_overrides(a.set))
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(a.threads)
     tf.config.threading.set_inter_op_parallelism_threads(a.threads)
     print(cpu_summary(), flush=True)
+    if OVERRIDES:
+        print("HAND-SET config for ours (not the defaults): "
+              + ", ".join(f"{k}={v}" for k, v in OVERRIDES.items()), flush=True)
     rows = [measure(size, a) for size in a.sizes]
     print_rows(rows)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
