@@ -39,7 +39,7 @@ def add_postprocess_args(p):
 
 def _settings(args):
     """(params given by the run file and flags, or None; the run's instance cap and
-    NMS threshold)."""
+    NMS threshold; the stored "postprocess" dict, {} when ignored or absent)."""
     from fashion.runs import read_run_file, resolve_checkpoint
     run = read_run_file(resolve_checkpoint(args.weights, args.logs)) or {}
     config = run.get("config") or {}
@@ -51,7 +51,7 @@ def _settings(args):
                    if getattr(args, k, None) is not None})
     if stored:
         cap = int(stored.get("max_instances", cap))
-    return (params or None), cap, nms
+    return (params or None), cap, nms, (stored or {})
 
 
 def detector_from_args(args):
@@ -61,7 +61,8 @@ def detector_from_args(args):
         views = tta_views.parse_tta(getattr(args, "tta", None))
     except ValueError as e:
         raise CLIError(str(e)) from None
-    params, cap, run_nms = _settings(args)
+    params, cap, run_nms, stored = _settings(args)
+    _note_tuned_views(stored, args.tta if views else None, views)
     if params is not None:  # the raw pass: lenient NMS, room for twice the instances
         sets = [f"DETECTION_NMS_THRESHOLD={max(pp.PASS_NMS_IOU, params.get('nms_iou', run_nms))}",
                 f"DETECTION_MAX_INSTANCES={2 * cap}"]
@@ -74,6 +75,21 @@ def detector_from_args(args):
     else:
         cap = int(model.config.DETECTION_MAX_INSTANCES)
     return Detector(model, params, views, cap), meta, weights
+
+
+def _note_tuned_views(stored, spec, views):
+    """Prints a line when the stored post-processing (`stored`, the run file's
+    "postprocess") was tuned with other TTA views than this run's (`spec`, `views`)."""
+    if "tta" not in stored:  # tuned before tune had --tta, or nothing stored
+        return
+    try:
+        tuned = tta_views.parse_tta(stored["tta"])
+    except ValueError:
+        tuned = None
+    if tuned != views:
+        print(f"note: the stored post-processing was tuned "
+              f"{'with --tta ' + str(stored['tta']) if tuned else 'without --tta'}; this "
+              f"run {'uses --tta ' + str(spec) if views else 'has no --tta'}.")
 
 
 class Detector:

@@ -10,6 +10,12 @@ not inference. `coordinate_search` starts from the defaults (what evaluate repor
 today) and sweeps one setting at a time over its grid, keeping a value only when it
 scores strictly higher, until a round changes nothing: the result never scores below
 the defaults on the split it was tuned on.
+
+With test-time augmentation (`tune --tta`), `collect` keeps every view's raw detections
+and a candidate runs what `detect/evaluate --tta` run under those settings: each view's
+steps 1-4 (score threshold, NMS, mask threshold), fashion.tta's mask voting, then the
+score threshold, minimum area, overlap rule and cap on the voted detections; votes are
+cached per (score, NMS, mask threshold).
 """
 import numpy as np
 
@@ -32,7 +38,7 @@ def default_params(config, metric, nms_iou):
 
 def search_space(defaults, images):
     """Every setting's grid (each holding its default)."""
-    area = float(np.median([np.prod(im["raw"]["shape"]) for im in images])) if images else 0
+    area = float(np.median([np.prod(im["shape"]) for im in images])) if images else 0
     areas = {0, defaults["min_area"]} | {int(round(area * f)) for f in AREA_FRACTIONS}
     return {
         "score_threshold": sorted(set(SCORES) | {defaults["score_threshold"]}),
@@ -43,15 +49,24 @@ def search_space(defaults, images):
     }
 
 
-def collect(model, dataset, progress=None):
-    """[{image_id, filename, raw}] of every image of dataset (one raw pass each)."""
+def collect(model, dataset, progress=None, views=None):
+    """[{image_id, filename, shape, raw}] of every image of dataset (one raw pass each);
+    with TTA views (fashion.tta.parse_tta), "views" (raw detections of every view in
+    the image's frame) instead of "raw"."""
     import os
+    from fashion import tta
+    models = tta.ScaledModels(model) if views else None
     ids = list(dataset.image_ids)
     out = []
     for image_id in (progress(ids, "tune") if progress else ids):
         image = dataset.load_image(image_id)                        # [H, W, 3]
-        out.append({"image_id": int(image_id), "raw": pp.raw_detect(model, image),
-                    "filename": os.path.basename(dataset.image_reference(image_id))})
+        item = {"image_id": int(image_id), "shape": tuple(image.shape[:2]),
+                "filename": os.path.basename(dataset.image_reference(image_id))}
+        if views:
+            item["views"] = tta.raw_views(models, image, *views)
+        else:
+            item["raw"] = pp.raw_detect(model, image)
+        out.append(item)
     return out
 
 
@@ -66,6 +81,7 @@ class Candidates:
         self.max_instances = max_instances
         self._pasted = {}   # (image, threshold, detection) -> (crop, mean prob)
         self._rles = {}     # the same keys -> RLE of the pasted mask
+        self._votes = {}    # TTA: (image, score, nms, mask threshold) -> voted detections
 
     def _paster(self, n):
         def paste(raw, i, threshold):
@@ -75,35 +91,55 @@ class Candidates:
             return self._pasted[key]
         return paste
 
-    def _rle(self, n, threshold, index, box, crop, shape):
+    def _rle(self, key, index, box, crop, shape):
+        """RLE of a detection's mask, cached while the mask is the cached paste (a
+        merged mask is encoded anew)."""
         from mrcnn.evaluation.predictions import encode_mask
-        key = (n, threshold, int(index))
-        cached = self._pasted.get(key)
-        if cached is not None and cached[0] is crop and key in self._rles:
-            return self._rles[key]
+        key = key + (int(index),)
+        if key in self._rles and self._rles[key][0] is crop:
+            return self._rles[key][1]
         plane = np.zeros(shape, dtype=bool)
         plane[box[0]:box[2], box[1]:box[3]] = crop
         rle = encode_mask(plane)
-        if cached is not None and cached[0] is crop:
-            self._rles[key] = rle
+        self._rles[key] = (crop, rle)
         return rle
+
+    def _detections(self, n, params):
+        """Image n's detections under params before steps 5-6, and the cache key of
+        their masks (detection k's mask is keyed (key, dets["index"][k]))."""
+        im = self.images[n]
+        if "views" not in im:
+            raw = im["raw"]
+            dets = pp.view_detections(dict(raw, index=np.arange(len(raw["scores"]))),
+                                      params, self.max_instances, self._paster(n))
+            return dets, (n, params["mask_threshold"])
+        key = (n, params["score_threshold"], params["nms_iou"], params["mask_threshold"])
+        if key not in self._votes:
+            from fashion import tta
+            per_view = dict(params, min_area=0, overlap="keep")
+            view_dets = [pp.view_detections(
+                dict(raw, index=np.arange(len(raw["scores"]))), per_view,
+                self.max_instances, self._paster((n, v)))
+                for v, raw in enumerate(im["views"])]
+            voted = tta.vote(view_dets, im["shape"])
+            voted["index"] = np.arange(len(voted["scores"]))
+            self._votes[key] = voted
+        return self._votes[key], ("tta",) + key
 
     def records(self, params):
         """Prediction dicts (image_id, category_id, bbox, score, segmentation,
         attribute_ids) of every image under params."""
         out = []
         for n, im in enumerate(self.images):
-            raw = im["raw"]
-            dets = pp.view_detections(dict(raw, index=np.arange(len(raw["scores"]))),
-                                      params, self.max_instances, self._paster(n))
+            dets, key = self._detections(n, params)
             dets = pp.filter_detections(dets, params, self.max_instances)
             for k, (box, crop) in enumerate(dets["masks"]):
                 y1, x1, y2, x2 = (float(v) for v in dets["rois"][k])
                 record = {"image_id": im["image_id"], "score": float(dets["scores"][k]),
                           "category_id": int(self.categories[int(dets["class_ids"][k])]),
                           "bbox": [x1, y1, x2 - x1, y2 - y1],
-                          "segmentation": self._rle(n, params["mask_threshold"],
-                                                    dets["index"][k], box, crop, raw["shape"])}
+                          "segmentation": self._rle(key, dets["index"][k], box, crop,
+                                                    im["shape"])}
                 if "attribute_probabilities" in dets:
                     hot = np.flatnonzero(dets["attribute_probabilities"][k] >= 0.5)
                     record["attribute_ids"] = [int(self.attribute_ids[a]) if self.attribute_ids

@@ -57,6 +57,32 @@ def test_tune_stores_choice_and_evaluate_applies_it(env, tmp_path):
           f"run's settings {scores['none']:.4f}")
 
 
+def test_tune_with_tta_matches_evaluate_with_the_same_views(env, tmp_path):
+    import shutil
+    run_dir = shutil.copytree(env["run_dir"], str(tmp_path / "run"))  # own run file
+    ckpt = os.path.join(run_dir, os.path.basename(env["ckpt"]))
+    split = ["--val-fraction", "0.5"]
+    code, out, err = run(["tune"] + env["data"] + split + ["--weights", ckpt,
+                                                             "--tta", "flip"])
+    assert code == 0, err
+    choice = json.loads(out.strip().splitlines()[-1])
+    assert choice["tta"] == "flip" and choice["after"] >= choice["before"]
+    assert "with TTA flip" in out
+    with open(os.path.join(run_dir, "fashion_run.json")) as f:
+        assert json.load(f)["postprocess"]["tta"] == "flip"
+    # evaluate with the same views applies the stored values and scores exactly `after`
+    code, out, err = run(["evaluate"] + env["data"] + split + [
+        "--weights", ckpt, "--tta", "flip", "--out", str(tmp_path / "tta")])
+    assert code == 0, err
+    assert "note: the stored post-processing" not in out
+    assert _imat(out) == pytest.approx(choice["after"], abs=1e-6)
+    # without --tta it still applies them, and says they were tuned for other views
+    code, out, err = run(["evaluate"] + env["data"] + split + [
+        "--weights", ckpt, "--out", str(tmp_path / "plain")])
+    assert code == 0, err
+    assert "note: the stored post-processing was tuned with --tta flip" in out
+
+
 def test_flags_override_the_stored_values(env, tmp_path):
     pred = str(tmp_path / "p.jsonl")
     code, out, err = run(["detect", "--logs", env["logs"], "--weights", env["ckpt"],

@@ -7,6 +7,10 @@ same-class overlap rule, for the chosen metric. The defaults (what evaluate repo
 today) are part of the search, so the result never scores below them on this split.
 The choice is stored as "postprocess" in the run's fashion_run.json, which detect and
 evaluate then apply unless flags override it (--postprocess none ignores it).
+
+--tta tunes for test-time augmentation: the raw pass keeps every view, each candidate
+is scored as `evaluate --tta` with the same views would score it, and the views are
+stored with the choice; detect and evaluate say so when run with other views.
 """
 import argparse
 import json
@@ -18,6 +22,7 @@ from fashion.errors import CLIError
 
 EXAMPLES = """examples:
   python fashion/fashion.py tune --dataset demo --weights last
+  python fashion/fashion.py tune --dataset demo --weights last --tta flip
   python fashion/fashion.py tune --dataset /data/imat2019 --format imat2019 \\
       --weights logs/fashion20250101T1200/mask_rcnn_fashion_0040.h5 --limit 500 --metric segm_AP
 """
@@ -37,6 +42,9 @@ def add_parser(subparsers, parents):
                    help="at most this many sweeps over the settings (default 3)")
     p.add_argument("--no-save", action="store_true",
                    help="report only; leave the run file as it is")
+    from fashion.detector import TTA_HELP
+    p.add_argument("--tta", nargs="?", const="flip", default=None, metavar="SCALES,flip",
+                   help="tune for " + TTA_HELP + "; use the same --tta with detect/evaluate")
     p.set_defaults(func=run)
     return p
 
@@ -60,6 +68,11 @@ def run(args):
     from fashion import tuning
     from fashion.data_sources import dataset_from_args, progress
     from fashion.groundtruth import gt_coco
+    from fashion.tta import parse_tta
+    try:
+        views = parse_tta(args.tta)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
     t0 = time.time()
     model, meta, weights, cap, nms = _raw_pass_model(args)
     if args.dataset is None:
@@ -77,7 +90,7 @@ def run(args):
         raise CLIError("--metric ap_iou_f1 needs a model with an attribute head; use "
                        "imat2019 or segm_AP.")
     gt = gt_coco(dataset)
-    images = tuning.collect(model, dataset, progress)
+    images = tuning.collect(model, dataset, progress, views)
     t_pass = time.time() - t0
     candidates = tuning.Candidates(images, meta, cap)
     defaults = tuning.default_params(model.config, args.metric, nms)
@@ -89,8 +102,10 @@ def run(args):
               "before": round(before, 6), "after": round(after, 6),
               "images": len(images), "dataset": os.path.abspath(path) if os.path.exists(
                   path) else path, "limit": args.limit,
-              "weights": os.path.basename(weights), "settings_scored": count}
-    print(f"\n{args.metric} on {len(images)} val images: before {before:.4f} -> after "
+              "weights": os.path.basename(weights), "settings_scored": count,
+              "tta": args.tta if views else None}
+    print(f"\n{args.metric} on {len(images)} val images"
+          f"{' with TTA ' + args.tta if views else ''}: before {before:.4f} -> after "
           f"{after:.4f} ({count} settings scored; raw pass {t_pass:.0f} s, search "
           f"{time.time() - t0 - t_pass:.0f} s)")
     print("chosen: " + ", ".join(f"{k}={best[k]}" for k in best))
