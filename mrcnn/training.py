@@ -9,7 +9,8 @@ import re
 import keras
 import tensorflow as tf
 
-from mrcnn.keras_compat import ReplicaSafeBuild, in_multi_worker_mode
+from mrcnn.keras_compat import (KeepValidationIterator, ReplicaSafeBuild,
+                                 in_multi_worker_mode)
 from mrcnn.losses import compute_losses, weight_decay_loss
 from mrcnn.precision import resolve_precision
 
@@ -126,7 +127,7 @@ def clip_global_gradients(optimizer, pairs, replicas):
     return clipped
 
 
-class MaskRCNNTrainModel(ReplicaSafeBuild, keras.Model):
+class MaskRCNNTrainModel(KeepValidationIterator, ReplicaSafeBuild, keras.Model):
     """The training graph as a functional keras.Model with its own train/test steps.
 
     Losses: rpn class/bbox, mrcnn class/bbox/mask (+ attributes), weighted by

@@ -40,3 +40,50 @@ def test_override_matches_keras_signature():
     assert list(ours.parameters) == list(theirs.parameters), (
         f"keras {keras.__version__}: _maybe_symbolic_build{theirs} changed; "
         f"mrcnn/keras_compat.ReplicaSafeBuild overrides it as {ours} - update it.")
+
+
+def test_validation_iterator_lives_across_epochs():
+    """fit's validation data is iterated once over three epochs (plain Keras starts a
+    new iterator per epoch); each evaluation reads the next validation batches."""
+    import numpy as np
+    starts = []
+
+    def batches():  # a new Python generator = a new tf.data iterator
+        starts.append(1)
+        i = 0
+        while True:
+            yield np.full((2, 1), i, np.float32), np.zeros((2, 1), np.float32)
+            i += 1
+
+    def val_data():
+        return tf.data.Dataset.from_generator(batches, output_signature=(
+            tf.TensorSpec((2, 1), tf.float32), tf.TensorSpec((2, 1), tf.float32)))
+
+    class Model(keras_compat.KeepValidationIterator, keras.Model):
+        pass
+
+    def val_losses(model_class):
+        starts.clear()
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((1,))
+        model = model_class(inputs, keras.layers.Dense(1, kernel_initializer="ones",
+                                                       bias_initializer="zeros")(inputs))
+        model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+        x = tf.data.Dataset.from_tensors((np.ones((2, 1), np.float32),
+                                          np.zeros((2, 1), np.float32))).repeat()
+        history = model.fit(x, epochs=3, steps_per_epoch=2, validation_data=val_data(),
+                            validation_steps=2, verbose=0)
+        return len(starts), history.history["val_loss"]
+
+    plain_starts, plain = val_losses(keras.Model)
+    kept_starts, kept = val_losses(Model)
+    assert plain_starts == 3, (
+        f"keras {keras.__version__} no longer restarts validation each epoch; "
+        "mrcnn/keras_compat.KeepValidationIterator may be unnecessary - check it.")
+    assert kept_starts == 1, (
+        f"keras {keras.__version__}: fit's {keras_compat.EVAL_ITERATOR_ATTRIBUTE} or "
+        "EpochIterator.reset changed; mrcnn/keras_compat.KeepValidationIterator no "
+        "longer keeps the validation iterator - update it.")
+    # weights never change (lr 0): val batches 0,1 then 2,3 then 4,5 (mse of x = i)
+    assert plain == [0.5, 0.5, 0.5]
+    assert kept == [0.5, (4 + 9) / 2, (16 + 25) / 2]
