@@ -92,8 +92,8 @@ class Candidates:
         return paste
 
     def _rle(self, key, index, box, crop, shape):
-        """RLE of a detection's mask, cached while the mask is the cached paste (a
-        merged mask is encoded anew)."""
+        """RLE of a detection's mask, cached per key for that very crop (another crop
+        under the same key, e.g. a merged one, is encoded anew and replaces it)."""
         from mrcnn.evaluation.predictions import encode_mask
         key = key + (int(index),)
         if key in self._rles and self._rles[key][0] is crop:
