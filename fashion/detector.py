@@ -17,10 +17,24 @@ TTA_HELP = ("test-time augmentation: comma-separated scales and/or 'flip', e.g. 
             "flip; views are merged by mask voting (fashion/tta.py)")
 
 
+def add_tta_arg(p, help=TTA_HELP):
+    """The --tta flag (detect, evaluate, tune)."""
+    p.add_argument("--tta", nargs="?", const="flip", default=None, metavar="SCALES,flip",
+                   help=help)
+
+
+def parse_views(spec):
+    """--tta's value -> views (fashion.tta.parse_tta; None without TTA); a bad item is
+    a CLIError naming it."""
+    try:
+        return tta_views.parse_tta(spec)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+
+
 def add_postprocess_args(p):
     """--tta and the post-processing flags (detect, evaluate)."""
-    p.add_argument("--tta", nargs="?", const="flip", default=None, metavar="SCALES,flip",
-                   help=TTA_HELP)
+    add_tta_arg(p)
     g = p.add_argument_group("post-processing", "default: the values `fashion.py tune` "
                              "stored in the run file, else the run's config")
     g.add_argument("--postprocess", choices=("run", "none"), default="run",
@@ -57,10 +71,7 @@ def _settings(args):
 def detector_from_args(args):
     """(Detector, run meta, weights path) for detect/evaluate's flags."""
     from fashion.runs import inference_model
-    try:
-        views = tta_views.parse_tta(getattr(args, "tta", None))
-    except ValueError as e:
-        raise CLIError(str(e)) from None
+    views = parse_views(getattr(args, "tta", None))
     params, cap, run_nms, stored = _settings(args)
     _note_tuned_views(stored, args.tta if views else None, views)
     if params is not None:  # the raw pass: lenient NMS, room for twice the instances

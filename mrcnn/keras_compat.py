@@ -21,7 +21,6 @@ MODEL_HOOKS = ("_maybe_symbolic_build", "_symbolic_build")
 MODEL_ATTRIBUTES = ("_distribute_strategy",)
 STRATEGY_EXTENDED_HOOKS = ("_in_multi_worker_mode",)
 EVAL_ITERATOR_ATTRIBUTE = "_eval_epoch_iterator"    # set by keras.Model.fit
-EPOCH_ITERATOR_HOOKS = ("reset", "_current_iterator")
 
 
 def model_strategy(model):

@@ -42,9 +42,8 @@ def add_parser(subparsers, parents):
                    help="at most this many sweeps over the settings (default 3)")
     p.add_argument("--no-save", action="store_true",
                    help="report only; leave the run file as it is")
-    from fashion.detector import TTA_HELP
-    p.add_argument("--tta", nargs="?", const="flip", default=None, metavar="SCALES,flip",
-                   help="tune for " + TTA_HELP + "; use the same --tta with detect/evaluate")
+    from fashion.detector import TTA_HELP, add_tta_arg
+    add_tta_arg(p, "tune for " + TTA_HELP + "; use the same --tta with detect/evaluate")
     p.set_defaults(func=run)
     return p
 
@@ -68,11 +67,8 @@ def run(args):
     from fashion import tuning
     from fashion.data_sources import dataset_from_args, progress
     from fashion.groundtruth import gt_coco
-    from fashion.tta import parse_tta
-    try:
-        views = parse_tta(args.tta)
-    except ValueError as e:
-        raise CLIError(str(e)) from None
+    from fashion.detector import parse_views
+    views = parse_views(args.tta)
     t0 = time.time()
     model, meta, weights, cap, nms = _raw_pass_model(args)
     if args.dataset is None:
