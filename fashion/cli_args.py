@@ -76,12 +76,15 @@ def parse_sets(items):
         raise CLIError(str(e)) from None
 
 
-def build_config(args, train_ds, pretrained, saved=None):
+def build_config(args, train_ds, pretrained, saved=None, weights_path=None):
     """The run's config from the flags (train's or tfrecords'), the data's class and
-    attribute counts (train_ds.num_classes / num_attributes) and a resumed run's values."""
-    from fashion.config import make_config
+    attribute counts (train_ds.num_classes / num_attributes), a resumed run's values and
+    the starting weights (--weights; weights_path: the file they come from), whose
+    pyramid and head sizes the model takes (fashion.config.weights_layout)."""
+    from fashion.config import make_config, weights_layout
     from mrcnn.config_values import values_to_overrides
     values = values_to_overrides(saved["config"]) if saved else {}
+    values.update(weights_layout(getattr(args, "weights", None), weights_path))
     backbone = getattr(args, "backbone", None) or values.pop("BACKBONE", None) or (
         "resnet101" if getattr(args, "weights", None) == "coco" else "resnet50")
     values.pop("BACKBONE", None)

@@ -9,6 +9,10 @@ backbone and whether pretrained weights are loaded:
   limits) scale with the image side, and equal matterport's at 1024 px
   (``mrcnn.config_values.size_settings``; ``config_values`` / ``values_to_overrides``,
   which save a run's config and read it back, live there too).
+* The pyramid and head sizes follow ``LAYOUT`` (mrcnn/scaled_defaults.py): matterport's
+  where its weights are loaded (``--weights coco``), a table row sized to the backbone
+  and image otherwise (``weights_layout`` picks it from the starting weights, and reads
+  a checkpoint's own sizes from the file).
 * Without pretrained weights (``pretrained=False``, the CLI's ``--weights none``) the
   from-scratch settings apply: batch norm trained (TRAIN_BN=None), AdamW with a linear
   warm-up and weight decay. With pretrained weights matterport's choices stay (frozen
@@ -53,6 +57,25 @@ FROM_SCRATCH = {
 EXPLICIT_NONE = ("MIXED_PRECISION",)
 
 
+def weights_layout(weights, path=None):
+    """Config values that make a model fit its starting weights: LAYOUT "scaled" for
+    none/imagenet, "matterport" for coco, and for a weight file (a checkpoint, a
+    matterport file) the pyramid and head sizes it holds."""
+    from mrcnn.scaled_defaults import MATTERPORT, sizes_in_weights
+    from mrcnn.weights_io import read_weight_shapes
+    if weights in ("none", "imagenet"):
+        return {"LAYOUT": "scaled"}
+    if weights == "coco":
+        return {"LAYOUT": "matterport"}
+    if not path:
+        return {}
+    sizes = sizes_in_weights(read_weight_shapes(path))
+    if not sizes:  # a Keras 3 file, or no head layers: nothing to follow
+        return {}
+    matterport = all(sizes.get(k) == v for k, v in MATTERPORT.items())
+    return dict(sizes, LAYOUT="matterport" if matterport else "scaled")
+
+
 def make_config(image_size, num_classes, num_attributes=0, backbone="resnet50",
                 pretrained=True, **overrides):
     """A validated FashionConfig instance for the given data and starting weights.
@@ -77,5 +100,8 @@ def make_config(image_size, num_classes, num_attributes=0, backbone="resnet50",
                          "names such as STEPS_PER_EPOCH or LEARNING_RATE.")
     values.update({k: v for k, v in overrides.items()
                    if v is not None or k in EXPLICIT_NONE})
+    # the image size's ROI count may still be scaled by the layout's table row
+    values["_SIZE_SETTINGS"] = tuple(k for k in size_settings(image_size)
+                                     if k not in overrides)
     cls = type("FashionRunConfig", (FashionConfig,), values)
     return cls()

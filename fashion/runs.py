@@ -88,9 +88,11 @@ def resolve_checkpoint(weights, logs):
 
 def load_checkpoint(model, path, by_name=False, exclude=None):
     """model.load_weights with a one-sentence error when the file does not fit."""
-    from mrcnn.weights_io import WeightsLayoutError
+    from mrcnn.weights_io import SizesMismatch, WeightsLayoutError
     try:
         return model.load_weights(path, by_name=by_name, exclude=exclude)
+    except SizesMismatch as e:
+        raise CLIError(str(e)) from None
     except WeightsLayoutError as e:
         detail = str(e).split(";")[0]
         c = model.config
@@ -103,6 +105,7 @@ def _inference_values(args, path):
     """(run meta, Config values) of the checkpoint at path and the model flags."""
     from fashion.cli_args import parse_sets
     from mrcnn.config_values import values_to_overrides
+    from fashion.config import weights_layout
     from fashion.data_sources import labels_meta
     run = read_run_file(path)
     if run is not None:
@@ -117,6 +120,7 @@ def _inference_values(args, path):
                   "NUM_ATTRIBUTES": len(meta["attribute_index_to_id"])}
     if getattr(args, "backbone", None):
         values["BACKBONE"] = args.backbone
+    values.update(weights_layout(None, path))  # the checkpoint's own sizes
     if getattr(args, "image_size", None):
         values.pop("IMAGE_MAX_DIM", None), values.pop("IMAGE_MIN_DIM", None)
     values.update(IMAGES_PER_GPU=1, GPU_COUNT=1,

@@ -53,17 +53,26 @@ class Config:
     # Strides of the pyramid levels P2..P6.
     BACKBONE_STRIDES = [4, 8, 16, 32, 64]
 
+    # Layout of the pyramid and heads. "matterport": matterport's sizes below, which its
+    # weight files (mask_rcnn_coco.h5) need. "scaled": the sizes not set in a subclass
+    # follow the backbone and image size (one table, mrcnn/scaled_defaults.py; EfficientDet's
+    # D0-D7 widths for EfficientNet), a model sized to the job for training without
+    # matterport's weights. None: "matterport" for ResNet50/101, "scaled" for ResNet18 and
+    # EfficientNet (no matterport weights exist for them).
+    LAYOUT = None
+
     # Size of the fully-connected layers in the classification graph.
     FPN_CLASSIF_FC_LAYERS_SIZE = 1024
 
     # Channels of the top-down pyramid layers.
     TOP_DOWN_PYRAMID_SIZE = 256
-    # Channels of the RPN's shared 3x3 convolution and of the mask head's convolutions.
+    # Channels of the RPN's shared 3x3 convolution; channels and number of the mask
+    # head's 3x3 convolutions.
     RPN_CONV_DEPTH = 512
     MASK_HEAD_DEPTH = 256
-    # These four sizes are matterport's for ResNet. For "efficientnet-bN" the ones not
-    # set in a subclass follow EfficientDet-DN: the pyramid is the BiFPN width (64 for
-    # B0 .. 384 for B7) and the heads scale with it (mrcnn/scaled_defaults.py).
+    MASK_HEAD_CONVS = 4
+    # These are matterport's sizes; with LAYOUT "scaled" the ones not set in a subclass
+    # come from mrcnn/scaled_defaults.py.
 
     # Number of classes including background.
     NUM_CLASSES = 1
@@ -224,13 +233,18 @@ class Config:
                      "POST_NMS_ROIS_TRAINING", "POST_NMS_ROIS_INFERENCE", "PRE_NMS_LIMIT",
                      "RPN_TRAIN_ANCHORS_PER_IMAGE", "POOL_SIZE", "MASK_POOL_SIZE",
                      "TOP_DOWN_PYRAMID_SIZE", "RPN_ANCHOR_STRIDE", "STEPS_PER_EXECUTION",
-                     "RPN_CONV_DEPTH", "MASK_HEAD_DEPTH", "FPN_CLASSIF_FC_LAYERS_SIZE"):
+                     "RPN_CONV_DEPTH", "MASK_HEAD_DEPTH", "FPN_CLASSIF_FC_LAYERS_SIZE",
+                     "MASK_HEAD_CONVS", "ATTRIBUTE_FC_SIZE"):
             positive_int(name)
         if self.NUM_CLASSES < 2:
             self._fail(f"NUM_CLASSES is {self.NUM_CLASSES}; it counts the background "
                        "too, so set it to 1 + the number of object classes (at least 2).")
         if not isinstance(self.NUM_ATTRIBUTES, (int, np.integer)) or self.NUM_ATTRIBUTES < 0:
             self._fail(f"NUM_ATTRIBUTES must be an integer >= 0, got {self.NUM_ATTRIBUTES!r}.")
+        if self.LAYOUT not in (None, "matterport", "scaled"):
+            self._fail(f"LAYOUT is {self.LAYOUT!r}; use 'matterport' (matterport's sizes, "
+                       "needed by its weight files), 'scaled' (sized to the backbone and "
+                       "image) or None (matterport's for ResNet50/101).")
         if self.ATTRIBUTE_LOSS not in ("sigmoid", "focal"):
             self._fail(f"ATTRIBUTE_LOSS is {self.ATTRIBUTE_LOSS!r}; use 'sigmoid' or 'focal'.")
         if self.IMAGE_RESIZE_MODE not in self._RESIZE_MODES:

@@ -52,7 +52,7 @@ def _mask_branch(rois, input_image_meta, pyramid, config):
                              static_shapes=config.STATIC_SHAPES,
                              name="roi_align_mask")([rois, input_image_meta] + maps)
     return mask_head(pooled, config.NUM_CLASSES, train_bn=config.TRAIN_BN,
-                     depth=config.MASK_HEAD_DEPTH)
+                     depth=config.MASK_HEAD_DEPTH, convs=config.MASK_HEAD_CONVS)
 
 
 def _rpn(pyramid, config):

@@ -17,11 +17,18 @@ Example:
     resolve_precision("auto", gpus=[(7, 0)])                        # "mixed_float16"
 """
 import functools
+import os
 import sys
 
 POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 VALUES = (None, "auto") + POLICIES
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")
+# oneDNN's ONEDNN_MAX_CPU_ISA values that still reach the bfloat16 units; any other value
+# (e.g. AVX2, to run as on a CPU without AVX-512) makes "auto" pick float32.
+ONEDNN_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX",
+                    "AVX512_CORE_AMX_FP16", "AVX10_1_512", "AVX10_1_512_AMX",
+                    "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "ALL",
+                    "DEFAULT")
 
 
 @functools.lru_cache(maxsize=1)
@@ -78,6 +85,9 @@ def choose_precision(cpu_flags=None, gpus=None):
         if cap >= (7, 0):
             return "mixed_float16", f"{text} runs float16 tensor cores, not bfloat16"
         return "float32", f"{text} has no fast half precision"
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if cpu_flags is None and isa and isa not in ONEDNN_BF16_ISAS:
+        return "float32", f"ONEDNN_MAX_CPU_ISA={isa} keeps oneDNN off bfloat16 units"
     flags = set(host_cpu_flags() if cpu_flags is None else cpu_flags)
     found = [f for f in CPU_BF16_FLAGS if f in flags]
     if found:

@@ -23,6 +23,11 @@ class WeightsLayoutError(ValueError):
     """A weight file whose layout or shapes do not fit the model."""
 
 
+class SizesMismatch(WeightsLayoutError):
+    """A weight file trained with other pyramid/head sizes (e.g. matterport's layout
+    into a scaled model); the message names the sizes and the fix."""
+
+
 def _decode(x):
     return x.decode("utf8") if isinstance(x, bytes) else str(x)
 
@@ -61,6 +66,46 @@ def read_named_weights(path):
                 owner = wname.split("/")[0] if "/" in wname else layer_name
                 weights.setdefault(owner, []).append(np.asarray(group[wname]))
     return weights
+
+
+def read_weight_shapes(path):
+    """{layer name: [weight shapes]} of a named-layout file, read without the data."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Weight file {path} does not exist; check the path.")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise WeightsLayoutError(f"{path} is not a readable HDF5 weight file ({e}); "
+                                 "download it again.") from e
+    shapes = OrderedDict()
+    with f:
+        root = f["model_weights"] if "model_weights" in f else f
+        for layer_name in (_decode(n) for n in root.attrs.get("layer_names", [])):
+            group = root[layer_name]
+            for wname in (_decode(n) for n in group.attrs.get("weight_names", [])):
+                owner = wname.split("/")[0] if "/" in wname else layer_name
+                shapes.setdefault(owner, []).append(tuple(group[wname].shape))
+    return shapes
+
+
+def _layout_mismatch(path, file_weights, model):
+    """One sentence when the file's pyramid/head sizes differ from the model's, else None."""
+    from mrcnn.scaled_defaults import MATTERPORT, describe_sizes, sizes_in_weights
+    in_file = sizes_in_weights({k: [a.shape for a in v] for k, v in file_weights.items()})
+    in_model = sizes_in_weights({l.name: [tuple(w.shape) for w in l.weights]
+                                 for l in model.layers if l.weights})
+    differ = {k for k in in_file if k in in_model and in_file[k] != in_model[k]}
+    if not differ:
+        return None
+    if all(in_file.get(k) == v for k, v in MATTERPORT.items()):
+        return (f"{path} holds matterport's layout ({describe_sizes(in_file)}) but this "
+                f"model was built with {describe_sizes(in_model)}; build it with "
+                "LAYOUT = \"matterport\" (fashion.py: --set LAYOUT=matterport) to load "
+                "matterport's weights.")
+    return (f"{path} was trained with {describe_sizes(in_file)} but this model was built "
+            f"with {describe_sizes(in_model)}; set those sizes in the config "
+            "(TOP_DOWN_PYRAMID_SIZE, RPN_CONV_DEPTH, FPN_CLASSIF_FC_LAYERS_SIZE, "
+            "MASK_HEAD_CONVS, MASK_HEAD_DEPTH) to load it.")
 
 
 def save_weights_by_name(model, path):
@@ -111,6 +156,9 @@ def load_weights_by_name(model, path, exclude=None, strict=False):
             continue
         assignments.append((layer, arrays))
     if mismatched:
+        layout = _layout_mismatch(path, file_weights, model)
+        if layout:
+            raise SizesMismatch(layout)
         detail = "; ".join(f"{n}: file {fs} vs model {ms}" for n, fs, ms in mismatched[:4])
         names = [n for n, _, _ in mismatched]
         raise WeightsLayoutError(

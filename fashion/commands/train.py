@@ -303,7 +303,8 @@ def run(args):
     data = training_data(args, tpu)
     eval_data = data.val  # a Python val split (evaluated while training) or records
     args.mixed_precision = precision_policy(args.mixed_precision, tpu)
-    config = build_config(args, data, pretrained, saved)
+    config = build_config(args, data, pretrained, saved,
+                          weights_path=start if start not in (None, "coco", "imagenet") else None)
     distribute.configure_for_strategy(config, strategy)
     if data.train_files:
         check_records(data.train_files, config, "--tfrecords")
