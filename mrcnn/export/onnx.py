@@ -38,9 +38,10 @@ def require_float32(model, fmt):
                 "MIXED_PRECISION='float32' and export again.")
 
 
-def single_image_fn(model, mul=tf.multiply):
-    """The one-image function that ONNX (tf.multiply) and TFLite (MulNoNan) convert."""
-    return tf.function(image_fn(model.keras_model, model.config, mul),
+def single_image_fn(model, mul=tf.multiply, ties=False):
+    """The one-image function that ONNX (tf.multiply) and TFLite (MulNoNan) convert;
+    ties=True: the self-checks' reference (TensorFlow only, see mrcnn.export.ties)."""
+    return tf.function(image_fn(model.keras_model, model.config, mul, ties),
                        input_signature=[SINGLE_IMAGE_SPEC], autograph=False)
 
 
@@ -73,11 +74,12 @@ def export_onnx(model, path, meta, opset=OPSET):
         # run by TensorFlow, fn's tf.multiply resize taps are reordered by Grappler's
         # arithmetic optimizer (a pixel of a downscaled image can end one level off),
         # while onnxruntime computes them in the written order, as numpy does.
-        exact = single_image_fn(model, mul=preprocess.EXACT_MUL)
-        check_against_tf(exact, lambda x: dict(zip(names, sess.run(None, {"images": x}))),
-                         model.config, "ONNX")
-        write_json(os.path.join(tmp, "labels.json"), dict(meta, input="images uint8 "
-                                                          "[1, H, W, 3]", opset=opset))
+        exact = single_image_fn(model, mul=preprocess.EXACT_MUL, ties=True)
+        check = check_against_tf(
+            exact, lambda x: dict(zip(names, sess.run(None, {"images": x}))),
+            model.config, "ONNX")
+        write_json(os.path.join(tmp, "labels.json"), dict(
+            meta, input="images uint8 [1, H, W, 3]", opset=opset, self_check=check))
     return os.path.join(path, "model.onnx")
 
 

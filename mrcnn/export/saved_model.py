@@ -22,11 +22,12 @@ STRING_SPEC = tf.TensorSpec([None], tf.string, name="images")
 IMAGE_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")
 
 
-def image_fn(keras_model, config, mul=preprocess.EXACT_MUL):
-    """uint8 [B, H, W, 3] -> outputs dict (the image_tensor signature's function)."""
+def image_fn(keras_model, config, mul=preprocess.EXACT_MUL, ties=False):
+    """uint8 [B, H, W, 3] -> outputs dict (the image_tensor signature's function);
+    ties=True adds the self-checks' tie outputs (mrcnn.export.ties; one image)."""
     def image_tensor(images):
         molded, metas = preprocess.mold_batch(images, config, mul)
-        return serving_outputs(keras_model, config, molded, metas)
+        return serving_outputs(keras_model, config, molded, metas, ties=ties)
     return image_tensor
 
 

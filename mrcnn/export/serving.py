@@ -80,19 +80,23 @@ def _compact(keep, tensors):
     return count, row_ok, out
 
 
-def _model_one(model, config, molded, meta, anchors):
+def _model_one(model, config, molded, meta, anchors, raw_out=None):
     """The Keras model on one molded image [S, S, 3] with static batch-1 shapes (the
-    shapes detect() traces with, so the same kernels run) -> per-image outputs."""
+    shapes detect() traces with, so the same kernels run) -> per-image outputs; raw_out
+    (a dict) receives the model's named outputs."""
     raw = named_outputs(model([molded[None], meta[None], anchors], training=False), config)
+    if raw_out is not None:
+        raw_out.update(raw)
     out = (tf.cast(raw["detections"][0], tf.float32), tf.cast(raw["mrcnn_mask"][0], tf.float32))
     if config.NUM_ATTRIBUTES:
         out += (tf.cast(raw["attributes"][0], tf.float32),)
     return out
 
 
-def run_model(model, config, molded, metas):
+def run_model(model, config, molded, metas, raw_out=None):
     """The model on each image of a batch in turn -> detections [B, D, 6], mrcnn_mask
-    [B, D, h, w, C] and attributes [B, D, NA] (or None)."""
+    [B, D, h, w, C] and attributes [B, D, NA] (or None); raw_out (one image only)
+    receives the model's named outputs."""
     side = int(config.IMAGE_MAX_DIM)
     anchors = tf.constant(norm_anchors(config, (side, side)).astype(np.float32)[None])
     d, (mh, mw) = int(config.DETECTION_MAX_INSTANCES), config.MASK_SHAPE
@@ -101,16 +105,23 @@ def run_model(model, config, molded, metas):
     if config.NUM_ATTRIBUTES:
         spec += (tf.TensorSpec([d, int(config.NUM_ATTRIBUTES)], tf.float32),)
     if molded.shape[0] == 1:                       # one image: no loop (ONNX, TFLite)
-        outs = [o[None] for o in _model_one(model, config, molded[0], metas[0], anchors)]
+        outs = [o[None] for o in _model_one(model, config, molded[0], metas[0], anchors,
+                                            raw_out)]
     else:
+        assert raw_out is None, "the model's raw outputs are kept for one image only"
         outs = tf.map_fn(lambda x: _model_one(model, config, x[0], x[1], anchors),
                          (molded, metas), fn_output_signature=spec, parallel_iterations=1)
     return outs[0], outs[1], (outs[2] if config.NUM_ATTRIBUTES else None)
 
 
-def serving_outputs(model, config, molded, metas):
-    """Runs the Keras model on molded images [B, S, S, 3] + metas -> the outputs dict."""
-    det, masks, attrs = run_model(model, config, molded, metas)          # [B, D, ...]
+def serving_outputs(model, config, molded, metas, ties=False):
+    """Runs the Keras model on molded images [B, S, S, 3] + metas -> the outputs dict.
+
+    ties=True (one image; for export self-checks, never exported) adds what
+    ``mrcnn.export.ties`` computes: how near each detection's class was to a tie, and the
+    detection each nearly tied ROI would make with its runner-up class."""
+    raw = {} if ties else None
+    det, masks, attrs = run_model(model, config, molded, metas, raw)     # [B, D, ...]
     class_ids = tf.cast(det[..., 4], tf.int32)                          # [B, D]
     # unmold_detections keeps the rows before the first class id 0 ...
     valid = tf.cast(tf.math.cumprod(tf.cast(class_ids != 0, tf.int32), axis=1), tf.bool)
@@ -121,6 +132,10 @@ def serving_outputs(model, config, molded, metas):
     masks = tf.gather(tf.transpose(masks, [0, 1, 4, 2, 3]), tf.maximum(class_ids, 0),
                       axis=2, batch_dims=2)                             # [B, D, h, w]
     tensors = [det, masks] + ([attrs] if attrs is not None else [])
+    if ties:
+        from mrcnn.export.ties import tie_outputs
+        extra = tie_outputs(raw, metas, config, _unmold_boxes)
+        tensors.append(extra.pop("tie_margin"))                         # per detection
     # Only float32 rows are moved (TFLite has no float64 gather): the kept boxes are
     # unmolded again after the move, with the same arithmetic.
     count, row_ok, tensors = _compact(keep, tensors)
@@ -128,4 +143,7 @@ def serving_outputs(model, config, molded, metas):
     boxes = tf.cast(_unmold_boxes(det[..., :4], metas), tf.float32)
     boxes = tf.where(row_ok[..., None], boxes, tf.zeros_like(boxes))
     outputs = [count, boxes, tf.cast(det[..., 4], tf.int32), det[..., 5]] + tensors[1:]
-    return dict(zip(output_names(config), outputs))
+    result = dict(zip(output_names(config), outputs))
+    if ties:
+        result.update(extra, tie_margin=tensors[-1])
+    return result

@@ -71,7 +71,7 @@ def runner(model_content=None, model_path=None):
 def export_tflite(model, path, meta):
     """Writes PATH/model.tflite and PATH/labels.json; returns the .tflite path."""
     require_float32(model, "TFLite")
-    fn = single_image_fn(model, preprocess.EXACT_MUL)
+    fn = single_image_fn(model, preprocess.EXACT_MUL, ties=True)
     with atomic_directory(path) as tmp:
         staging = os.path.join(tmp, "saved_model")             # the converter's input
         write_archive(model, staging, {"serving_default": (
