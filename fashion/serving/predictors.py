@@ -1,7 +1,10 @@
 """What the server runs: a checkpoint through MaskRCNN.detect(), or an exported
 SavedModel through its image_tensor signature. Both take a uint8 [H, W, 3] image and
 return detect()'s result dict; calls are serialized by a lock (one model, many clients).
+detect_batch(images) gives each image's detect() result in as few model calls as the
+model takes (the server's batching).
 """
+import argparse
 import json
 import os
 import threading
@@ -26,6 +29,14 @@ class Predictor:
     def _detect(self, image):  # pragma: no cover
         raise NotImplementedError
 
+    def detect_batch(self, images):
+        """[detect(image) for image in images], batched where the model can take it."""
+        with self._lock:
+            return self._detect_batch(list(images))
+
+    def _detect_batch(self, images):
+        return [self._detect(image) for image in images]
+
 
 class CheckpointPredictor(Predictor):
     """MaskRCNN.detect() on a checkpoint (the `detect` command's model)."""
@@ -36,6 +47,13 @@ class CheckpointPredictor(Predictor):
 
     def _detect(self, image):
         return self.model.detect([image])[0]
+
+    def _detect_batch(self, images):
+        # "square" molds every image to one shape: detect() runs BATCH_SIZE per call
+        # (make_predictor builds the model with IMAGES_PER_GPU = serve's --max-batch).
+        if self.model.config.IMAGE_RESIZE_MODE == "square":
+            return self.model.detect(images)
+        return super()._detect_batch(images)
 
 
 def saved_model_dir(path):
@@ -73,11 +91,27 @@ class ExportPredictor(Predictor):
         out = self._fn(images=self._tf.constant(np.asarray(image, np.uint8)[None]))
         return to_results(out, [image.shape])[0]
 
+    def _detect_batch(self, images):
+        """One image_tensor call per image size ([B, H, W, 3] takes one size)."""
+        from mrcnn.export.postprocess import to_results
+        results, groups = [None] * len(images), {}
+        for i, image in enumerate(images):
+            groups.setdefault(image.shape, []).append(i)
+        for shape, index in groups.items():
+            stack = np.stack([np.asarray(images[i], np.uint8) for i in index])
+            for i, r in zip(index, to_results(self._fn(images=self._tf.constant(stack)),
+                                              [shape] * len(index))):
+                results[i] = r
+        return results
+
 
 def make_predictor(args):
     """The predictor for `serve`'s flags (--export DIR, or --weights with --logs)."""
     if getattr(args, "export", None):
         return ExportPredictor(args.export)
     from fashion.runs import inference_model
+    if getattr(args, "max_batch", 1) > 1:       # detect() runs IMAGES_PER_GPU per call
+        args = argparse.Namespace(**dict(vars(args), set=list(args.set or []) + [
+            f"IMAGES_PER_GPU={int(args.max_batch)}"]))
     model, meta, weights = inference_model(args)
     return CheckpointPredictor(model, meta, weights)
