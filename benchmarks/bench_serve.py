@@ -220,8 +220,8 @@ def first_last_minute(samples, since):
     if not rows or rows[-1][0] - rows[0][0] < 120:
         return None
     t0, t1 = rows[0][0], rows[-1][0]
-    first = np.mean([r for t, r in rows if t < t0 + 60]) / 2**20
-    last = np.mean([r for t, r in rows if t > t1 - 60]) / 2**20
+    first = float(np.mean([r for t, r in rows if t < t0 + 60])) / 2**20
+    last = float(np.mean([r for t, r in rows if t > t1 - 60])) / 2**20
     return {"first_min_mb": round(first, 1), "last_min_mb": round(last, 1),
             "growth_pct": round(100 * (last / first - 1), 2)}
 
