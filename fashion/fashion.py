@@ -24,6 +24,7 @@ import errno
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the project importable
@@ -67,10 +68,26 @@ def build_parser():
     return parser
 
 
-def run_command(argv):
-    """Parses argv and runs the command; returns its result dict (raises on errors)."""
+def process_start_time():
+    """When this process started (time.time() seconds, from /proc on Linux; None
+    elsewhere): Python's and the imports' start-up count towards --time-budget."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_command(argv, started=None):
+    """Parses argv and runs the command; returns its result dict (raises on errors).
+    started: when the command started (default now); --time-budget counts from it."""
+    started = started or time.time()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.started = started
     if not getattr(args, "command", None):
         raise CLIError(f"{parser.prog}: no command given; use one of "
                        f"{', '.join(parser.command_names)} (see {parser.prog} --help).")
@@ -96,10 +113,13 @@ def _one_line(error):
 
 def main(argv=None):
     """The command line: returns the exit code (0 ok, 1 failed check, 2 bad input)."""
+    # from the command line the process's own start counts; called with argv (tests,
+    # notebooks), the call's
+    started = process_start_time() if argv is None else None
     argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(argv)
     try:
-        run_command(argv)
+        run_command(argv, started)
     except SystemExit as e:  # --help
         return int(e.code or 0)
     except CheckFailed as e:

@@ -1,5 +1,6 @@
 """Training callbacks: atomic checkpoints, a wall-clock budget, loss curves (CSV + PNG)."""
 import csv
+import logging
 import os
 import time
 
@@ -7,6 +8,8 @@ import keras
 
 from mrcnn.curves import StepValues, plot_training_curve
 from mrcnn.weights_io import save_weights_by_name
+
+log = logging.getLogger("mrcnn")
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
@@ -21,32 +24,166 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         self.checkpoint_path = checkpoint_path
         self.is_chief = is_chief
         self.last_saved = None
+        self.save_seconds = None  # how long the last save took
 
     def on_epoch_end(self, epoch, logs=None):
         path = self.checkpoint_path.format(epoch=epoch + 1)
         if self.is_chief:
+            t0 = time.perf_counter()
             save_weights_by_name(self.model, path)
+            self.save_seconds = time.perf_counter() - t0
         self.last_saved = path
+
+    def seconds_needed(self):
+        """Seconds the final save takes: the last one's, or 1 s per 50M parameters."""
+        if self.save_seconds is not None:
+            return 1.5 * self.save_seconds
+        return 1.0 + self.model.count_params() / 50e6 if self.model is not None else 2.0
 
 
 class TimeBudget(keras.callbacks.Callback):
-    """Stops training cleanly once `minutes` of wall time have passed.
+    """Stops training so that the work after it still ends within `minutes` of start_time.
 
-    Checked after every batch, so training stops within one step of the budget; the
-    epoch then ends and the checkpoint callback saves the weights.
+    Checked after every step: training stops once the time left would not cover what
+    comes after the last step (the `after_training` estimates: the final evaluation,
+    the checkpoint, the val loss of the last epoch, a margin). The epoch then ends and
+    the checkpoint and evaluation callbacks run. The first step (graph tracing) counts:
+    the budget is wall time from start_time (the command's start, for the CLI).
+
+    Args:
+        minutes: the whole budget.
+        start_time: when it started (time.time() seconds; default: now).
+        after_training: callables returning the seconds that work needs.
+        margin: seconds kept for what no estimate covers (curves, logs).
     """
 
-    def __init__(self, minutes, start_time=None):
+    def __init__(self, minutes, start_time=None, after_training=(), margin=5.0):
         super().__init__()
-        self.seconds = float(minutes) * 60
+        self.total_seconds = float(minutes) * 60
         self.clock = time.time  # the schedule's budget estimate reads the same clock
         self.start = start_time or self.clock()
+        self.after_training = list(after_training)
+        self.margin = float(margin)
         self.exhausted = False
+        self.steps = 0
+        self.first_step_seconds = None
+        self.step_seconds = None       # running mean of the steps after the first
+        self.validation_seconds = None  # the last epoch-end val loss pass
+        self._t = self._test_t = None
+
+    @property
+    def seconds(self):
+        """Seconds of the budget that training may use."""
+        return self.total_seconds - self.reserved()
+
+    def reserved(self):
+        """Seconds kept for the work after the last step."""
+        return self.margin + self._validation_estimate() + sum(
+            f() for f in self.after_training)
+
+    def elapsed(self):
+        return self.clock() - self.start
+
+    def remaining(self):
+        return self.total_seconds - self.elapsed()
+
+    def _validation_estimate(self):
+        if self.validation_seconds is not None:
+            return 1.2 * self.validation_seconds
+        steps = (self.params or {}).get("validation_steps") or 0
+        return 0.6 * steps * (self.step_seconds or 0.0)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._t = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.clock() - self.start >= self.seconds:
+        dt = time.perf_counter() - (self._t or time.perf_counter())
+        self.steps += 1
+        if self.first_step_seconds is None:
+            self.first_step_seconds = dt
+            log.info("First step (building the training graph) took %.1f s, %s into the "
+                     "%s budget; %.0f s are kept for the final checkpoint and "
+                     "evaluation.", dt, clock_text(self.elapsed()),
+                     clock_text(self.total_seconds), self.reserved())
+        else:
+            n = self.steps - 1
+            self.step_seconds = dt if n == 1 else self.step_seconds + (dt - self.step_seconds) / n
+        if self.elapsed() >= self.seconds:
             self.exhausted = True
             self.model.stop_training = True
+
+    def on_test_begin(self, logs=None):
+        self._test_t = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        if self._test_t is not None:
+            self.validation_seconds = time.perf_counter() - self._test_t
+
+
+def clock_text(seconds):
+    """'m:ss' (or 'h:mm:ss') of a number of seconds."""
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+class BudgetProgress(keras.callbacks.Callback):
+    """Progress under a time budget: the budget's elapsed and remaining time, the steps
+    done and the loss, instead of Keras' per-epoch bar and its epoch ETA (an epoch may
+    outlast the budget). On a terminal one line is redrawn; in a log file a line is
+    written every `every_seconds`.
+    """
+
+    def __init__(self, budget, stream=None, every_seconds=30.0):
+        super().__init__()
+        self.budget = budget
+        self.stream = stream
+        self.every = float(every_seconds)
+        self._last = None
+        self._epoch = 0
+
+    def _out(self):
+        import sys
+        return self.stream or sys.stdout
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch + 1
+
+    def line(self, logs=None):
+        b = self.budget
+        train_end = max(0.0, b.seconds)
+        loss = (logs or {}).get("loss")
+        text = (f"budget {clock_text(b.elapsed())} of {clock_text(b.total_seconds)} "
+                f"({clock_text(b.remaining())} left; training until "
+                f"{clock_text(train_end)}, then evaluation and checkpoint) | "
+                f"step {b.steps} | epoch {self._epoch}")
+        if loss is not None:
+            text += f" | loss {float(loss):.4f}"
+        if b.step_seconds:
+            text += f" | {b.step_seconds:.2f} s/step"
+        return text
+
+    def on_train_batch_end(self, batch, logs=None):
+        out = self._out()
+        now = time.monotonic()
+        if out.isatty():
+            if self._last is None or now - self._last >= 0.5:
+                out.write("\r" + self.line(logs)[:200].ljust(120))
+                out.flush()
+                self._last = now
+        elif self._last is None or now - self._last >= self.every:
+            out.write(self.line(logs) + "\n")
+            out.flush()
+            self._last = now
+
+    def on_train_end(self, logs=None):
+        out = self._out()
+        if out.isatty():
+            out.write("\n")
+        out.write(f"Training stopped at {clock_text(self.budget.elapsed())} of the "
+                  f"{clock_text(self.budget.total_seconds)} budget after "
+                  f"{self.budget.steps} steps.\n")
+        out.flush()
 
 
 class LossCurve(keras.callbacks.Callback):

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from mrcnn import distribute, graph, inference, utils
 from mrcnn.callback_list import training_callbacks
-from mrcnn.callbacks import TimeBudget
+from mrcnn.callbacks import AtomicCheckpoint, BudgetProgress, TimeBudget
 from mrcnn.checkpoints import epoch_checkpoints
 from mrcnn.data.pipeline import NoUsableSamples, SkipCounter, training_inputs
 from mrcnn.precision import resolve_precision
@@ -195,13 +195,15 @@ class MaskRCNN:
     def train(self, train_dataset, val_dataset, learning_rate, epochs, layers,
               augmentation=None, custom_callbacks=None, no_augmentation_sources=None,
               time_budget=None, verbose=1, keep_last=None, keep_best=None,
-              evaluation=None):
+              evaluation=None, budget_start=None):
         """Trains the layers selected by `layers` up to the cumulative epoch `epochs`.
 
         train_dataset / val_dataset: prepared utils.Dataset objects, H5RecordSource
         caches or tf.data datasets of records. augmentation: an imgaug augmenter (or
-        "flip" for the graph-only horizontal flip). time_budget: minutes after which
-        training stops cleanly with a checkpoint. keep_last: epoch checkpoints to keep
+        "flip" for the graph-only horizontal flip). time_budget: minutes (counted from
+        budget_start, a time.time() value, default now) within which training, its
+        last checkpoint and the final evaluation end: training stops early enough for
+        them, and progress shows the budget's time (verbose=1). keep_last: epoch checkpoints to keep
         (None: all); keep_best: an epoch-log key ("segm_AP50", "val_loss") whose best
         epoch is kept as mask_rcnn_<name>_best.h5 with best.json (mrcnn.checkpoints).
         evaluation: an EvaluationCallback (mrcnn.evaluation.during_training) adding
@@ -225,9 +227,12 @@ class MaskRCNN:
             self.create_log_dir()
         callbacks = training_callbacks(self.log_dir, self.checkpoint_path, bs, chief,
                                        str(layers), keep_last, keep_best, evaluation)
-        budget = TimeBudget(time_budget) if time_budget else None
+        budget = self._time_budget(time_budget, budget_start, callbacks, evaluation)
         if budget:
             callbacks.append(budget)
+            if verbose == 1:  # the budget's time, not Keras' epoch bar and epoch ETA
+                callbacks.append(BudgetProgress(budget))
+                verbose = 0
         if self.config.LR_SCHEDULE != "constant":
             planned = (epochs - self.epoch) * self.config.STEPS_PER_EPOCH
             self.lr_schedule = BudgetedLearningRate(learning_rate, self.config, planned, budget)
@@ -240,6 +245,9 @@ class MaskRCNN:
                 optimizer=make_optimizer(self.config, learning_rate),
                 jit_compile=bool(getattr(self.config, "JIT_COMPILE", False)),
                 steps_per_execution=int(getattr(self.config, "STEPS_PER_EXECUTION", 1)))
+            # Built here, not inside the first traced step: variables created while
+            # tracing make TensorFlow trace the whole training step a second time.
+            self.keras_model.optimizer.build(self.keras_model.trainable_variables)
         history = self._fit(train_ds, val_ds, epochs, callbacks, verbose)
         done = history.epoch[-1] + 1 if history.epoch else self.epoch
         self.epoch = max(self.epoch, done)
@@ -248,6 +256,17 @@ class MaskRCNN:
                         self.skips.count, self.skips.reasons[:1])
         self.time_budget_exhausted = bool(budget and budget.exhausted)
         return history
+
+    @staticmethod
+    def _time_budget(minutes, start, callbacks, evaluation):
+        """A TimeBudget keeping room for the last checkpoint and evaluation, or None."""
+        if not minutes:
+            return None
+        after = [c.seconds_needed for c in callbacks if isinstance(c, AtomicCheckpoint)]
+        if evaluation is not None:
+            evaluation.prepare_early = True  # measured before training, not guessed
+            after.append(evaluation.seconds_needed)
+        return TimeBudget(minutes, start_time=start, after_training=after)
 
     def _fit(self, train_ds, val_ds, epochs, callbacks, verbose):
         """keras fit; inputs that never yield a usable sample raise NoUsableSamples (one

@@ -338,20 +338,18 @@ def run(args):
 def _train_stages(args, model, stages, sources, augmentation, chief=True, keep=None):
     train_src, val_src = sources
     meter = throughput_meter(model.config.BATCH_SIZE)
-    t0 = time.time()
+    # --time-budget is the whole command: every stage counts from the command's start
+    t0 = getattr(args, "started", None) or time.time()
     for layers, lr, epochs in stages:
         if epochs <= model.epoch:
             continue
-        budget = None
-        if args.time_budget is not None:
-            budget = args.time_budget - (time.time() - t0) / 60
-            if budget <= 0:
-                break
+        if args.time_budget is not None and time.time() - t0 >= args.time_budget * 60:
+            break
         log.info("Stage %s: lr %g up to epoch %d", layers, lr, epochs)
         model.train(train_src, val_src, learning_rate=lr, epochs=epochs, layers=layers,
                     augmentation=augmentation, custom_callbacks=[meter],
-                    time_budget=budget, verbose=2 if args.quiet else 1,
-                    **(keep or {}))
+                    time_budget=args.time_budget, budget_start=t0,
+                    verbose=2 if args.quiet else 1, **(keep or {}))
         if chief:
             record_best(model.log_dir)
         if getattr(model, "time_budget_exhausted", False):

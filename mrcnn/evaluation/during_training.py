@@ -119,10 +119,15 @@ class EvaluationCallback(keras.callbacks.Callback):
         self._first_epoch = None
         self.keys = list(COCO_KEYS)
         self.history = []       # [(epoch, {key: value}, seconds)]
+        self.prepare_early = False  # set under a time budget: prepare() at train begin
+        self.estimate = None        # seconds one evaluation takes (prepare())
 
     # ------------------------------------------------------------------ when
     def on_train_begin(self, logs=None):
         self._first_epoch = None
+        if self.prepare_early and self.estimate is None and self.is_chief \
+                and self.image_ids:
+            self.prepare()
 
     def _due(self, epoch):
         if self._first_epoch is None:
@@ -149,6 +154,32 @@ class EvaluationCallback(keras.callbacks.Callback):
                  len(self.image_ids), seconds,
                  ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
                            if k != "eval_seconds"))
+
+    # ------------------------------------------------------------------ how long
+    def prepare(self):
+        """Builds the evaluation model now and times its parts, so that a time budget
+        keeps room for the final evaluation (seconds_needed()): one batch through the
+        graph (after its tracing), the paste and records of a full batch of detections
+        (DETECTION_MAX_INSTANCES per image: what a trained model returns at a low
+        threshold) and the COCO scoring of such predictions. Returns the estimate."""
+        from mrcnn.evaluation.timing import evaluation_estimate
+        if self.inference is None:
+            self._build()
+        self.copy_weights()
+        t0 = time.perf_counter()
+        self.estimate = evaluation_estimate(self, len(self.image_ids))
+        log.info("Evaluation model ready in %.1f s; the evaluation of %d val images "
+                 "will take about %.0f s.", time.perf_counter() - t0,
+                 len(self.image_ids), self.estimate)
+        return self.estimate
+
+    def seconds_needed(self):
+        """Seconds the final evaluation is expected to take (0 before prepare())."""
+        if not self.is_chief or not self.image_ids:
+            return 0.0
+        if self.history:  # an evaluation already ran: its own time, with the margin
+            return max(self.estimate or 0.0, 1.2 * self.history[-1][2])
+        return self.estimate or 0.0
 
     # ------------------------------------------------------------------ how
     def _build(self):
