@@ -168,6 +168,15 @@ class Config:
         "mrcnn_attr_loss": 1.,
     }
 
+    # In-graph augmentation of training images (mrcnn/data/augment.py): horizontal flips,
+    # a random scale in AUGMENT_SCALE = (lo, hi) cropped or padded back to the input size
+    # (multi-scale training), and pasting another image's instances over an image with
+    # probability AUGMENT_COPY_PASTE (copy-paste). Off, as in matterport; the fashion
+    # application's from-scratch defaults turn on what measured a gain.
+    AUGMENT_FLIP = False
+    AUGMENT_SCALE = None
+    AUGMENT_COPY_PASTE = 0.0
+
     # Use RPN ROIs or externally generated ROIs for training.
     USE_RPN_ROIS = True
     # Append the ground-truth boxes to the RPN proposals when sampling ROIs for the
@@ -271,6 +280,13 @@ class Config:
         if self.PRE_NMS_LIMIT < self.POST_NMS_ROIS_INFERENCE:
             self._fail(f"PRE_NMS_LIMIT ({self.PRE_NMS_LIMIT}) is below "
                        f"POST_NMS_ROIS_INFERENCE ({self.POST_NMS_ROIS_INFERENCE}); raise it.")
+        scale = self.AUGMENT_SCALE
+        if scale is not None and not (len(scale) == 2 and 0 < scale[0] <= scale[1]):
+            self._fail(f"AUGMENT_SCALE must be None or (low, high) with 0 < low <= high, "
+                       f"got {scale!r}; e.g. (0.75, 1.25).")
+        if not 0 <= self.AUGMENT_COPY_PASTE <= 1:
+            self._fail(f"AUGMENT_COPY_PASTE is a probability in [0, 1], got "
+                       f"{self.AUGMENT_COPY_PASTE}.")
         if self.LEARNING_RATE <= 0:
             self._fail(f"LEARNING_RATE must be > 0, got {self.LEARNING_RATE}.")
         if self.LR_SCHEDULE not in ("cosine", "linear", "constant"):

@@ -220,7 +220,7 @@ class MaskRCNN:
             raise ValueError(f"layers={layers!r} selects no layer with weights; use "
                              "heads, 3+, 4+, 5+, all or a regex over layer names.")
         bs = self.config.BATCH_SIZE
-        train_ds = self._inputs(train_dataset, bs, augmentation)
+        train_ds = self._inputs(train_dataset, bs, augmentation, augment=True)
         val_ds = self._inputs(val_dataset, bs) if val_dataset is not None else None
         chief = distribute.is_chief(self.strategy)
         if chief:  # only the chief writes checkpoints and logs
@@ -290,7 +290,7 @@ class MaskRCNN:
                 e.filename = self.log_dir
             raise
 
-    def _inputs(self, data, batch_size, augmentation=None):
+    def _inputs(self, data, batch_size, augmentation=None, augment=False):
         """Training/validation batches; TFRecord file patterns are sharded per worker."""
         if distribute.is_tpu(self.strategy):
             distribute.check_tpu_inputs(data, self.config, augmentation)
@@ -298,7 +298,7 @@ class MaskRCNN:
         if distribute.is_file_pattern(data):
             data, pre_sharded = distribute.worker_records(data, self.config, self.strategy)
         ds = training_inputs(data, self.config, batch_size, shuffle=True,
-                             augmentation=augmentation, skips=self.skips)
+                             augmentation=augmentation, skips=self.skips, augment=augment)
         if pre_sharded:
             ds = distribute.set_shard_policy(ds, tf.data.experimental.AutoShardPolicy.OFF)
         return ds

@@ -15,6 +15,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
+from mrcnn.data.augment import copy_paste, pairwise, random_flip, scale_jitter
 from mrcnn.data.records import BadSample, build_record
 from mrcnn.utils import pixel_anchors
 from mrcnn.ops.targets import record_to_inputs
@@ -182,32 +183,37 @@ def records_from_source(source, config, shuffle=True, augmentation=None, seed=No
     return ds.filter(lambda r: r["ok"])
 
 
-def random_flip(record):
-    """Horizontal flip of image and masks with probability 0.5 (graph-only augmentation)."""
-    flip = tf.random.uniform([]) < 0.5
-    image = tf.cond(flip, lambda: record["image"][:, ::-1], lambda: record["image"])
-    masks = tf.cond(flip, lambda: record["masks"][:, ::-1], lambda: record["masks"])
-    return dict(record, image=image, masks=masks)
+def make_input_dataset(records, config, batch_size, flip=False, drop_remainder=True,
+                       augment=False):
+    """Record dataset -> batched model inputs with static shapes, prefetched.
 
-
-def make_input_dataset(records, config, batch_size, flip=False, drop_remainder=True):
-    """Record dataset -> batched model inputs with static shapes, prefetched."""
+    flip: random horizontal flips. augment: the config's in-graph augmentation
+    (AUGMENT_FLIP, AUGMENT_SCALE, AUGMENT_COPY_PASTE; training data only)."""
     shape = tuple(int(s) for s in config.IMAGE_SHAPE[:2])
     anchors = tf.constant(pixel_anchors(config, shape))
+    flip = flip or (augment and config.AUGMENT_FLIP)
+    scale = config.AUGMENT_SCALE if augment else None
+    paste = float(config.AUGMENT_COPY_PASTE) if augment else 0.0
 
-    def to_inputs(record):
+    def to_canvas(record):
         record = {k: v for k, v in record.items() if k != "ok"}
-        if flip:
-            record = random_flip(record)
         image = record["image"]
         # Records from "none"/"pad64" modes can be smaller: pad to the config's shape.
         h, w = tf.shape(image)[0], tf.shape(image)[1]
         pad = [[0, shape[0] - h], [0, shape[1] - w]]
         record["image"] = tf.ensure_shape(tf.pad(image, pad + [[0, 0]]), shape + (3,))
         record["masks"] = tf.pad(record["masks"], pad + [[0, 0]])
-        return record_to_inputs(record, config, anchors)
+        if flip:
+            record = random_flip(record)
+        if scale:
+            record = scale_jitter(record, scale)
+        return record
 
-    ds = records.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    ds = records.map(to_canvas, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    if paste:
+        ds = pairwise(ds, lambda a, b: copy_paste(a, b, paste))
+    ds = ds.map(lambda r: record_to_inputs(r, config, anchors),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = \
@@ -229,11 +235,13 @@ def as_source(data, config):
 
 
 def training_inputs(data, config, batch_size, shuffle=True, augmentation=None, seed=None,
-                    repeat=True, skips=None):
+                    repeat=True, skips=None, augment=False):
     """Any supported data (Dataset, H5 source, tf.data of records) -> input batches.
 
     A tf.data of records (e.g. TFRecords) is shuffled through a buffer; it takes only
     the in-graph augmentation ("flip"), since imgaug would need Python per sample.
+    augment=True applies the config's in-graph augmentation (AUGMENT_*; what train()
+    does for its training data, never for validation).
     """
     if isinstance(data, tf.data.Dataset):
         if augmentation is not None and augmentation != "flip":
@@ -243,9 +251,10 @@ def training_inputs(data, config, batch_size, shuffle=True, augmentation=None, s
         records = data.shuffle(SHUFFLE_BUFFER, seed=seed) if shuffle else data
         records = records.repeat() if repeat else records
         return make_input_dataset(records, config, batch_size,
-                                  flip=augmentation == "flip")
+                                  flip=augmentation == "flip", augment=augment)
     source = as_source(data, config)
     records = records_from_source(source, config, shuffle=shuffle,
                                   augmentation=None if augmentation == "flip" else augmentation,
                                   seed=seed, repeat=repeat, skips=skips)
-    return make_input_dataset(records, config, batch_size, flip=augmentation == "flip")
+    return make_input_dataset(records, config, batch_size, flip=augmentation == "flip",
+                              augment=augment)
