@@ -6,8 +6,9 @@ time each (threads, one keep-alive connection per client, demo photos as JPEG bo
 with batching on (--max-batch B) and off (--max-batch 1). Prints per level: requests/s
 (200 answers), p50/p95/p99 latency of the 200 answers, counts of 200/503/504/other,
 connection errors, the server's RSS at the level's start and end, and from its /metrics
-the images per model call, milliseconds per call and the share of the time the model
-ran ("busy"); then the mean RSS of the first and the last minute of each server's
+the images per model call, milliseconds per call, the share of the time the model
+ran ("busy") and the server's CPU seconds per answered request (the figure least moved by
+other processes on a shared machine); then the mean RSS of the first and the last minute of each server's
 load, batching on vs off at the highest level, and the CPU (lscpu). Nothing leaves
 loopback. Figures (PNG) and a JSON summary go to --out. A client that gets 503 waits
 Retry-After (at most 1 s) before its next request.
@@ -128,7 +129,8 @@ class Server:
         return self._ps.memory_info().rss
 
     def model_totals(self):
-        """(model seconds, model calls, images) so far, from GET /metrics."""
+        """(model seconds, model calls, images, process CPU seconds) so far, from GET
+        /metrics."""
         from prometheus_client.parser import text_string_to_metric_families
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         conn.request("GET", "/metrics")
@@ -136,7 +138,8 @@ class Server:
             conn.getresponse().read().decode()) for s in f.samples}
         return (values.get("fashion_serve_model_seconds_sum", 0.0),
                 values.get("fashion_serve_model_seconds_count", 0.0),
-                values.get("fashion_serve_batch_size_sum", 0.0))
+                values.get("fashion_serve_batch_size_sum", 0.0),
+                values.get("process_cpu_seconds_total", 0.0))
 
     def _sample(self):
         while not self._stop.wait(1.0):
@@ -199,7 +202,7 @@ def drive(server, bodies, clients, seconds):
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
-    model_s, calls, images = (a - b for a, b in zip(server.model_totals(), before))
+    model_s, calls, images, cpu = (a - b for a, b in zip(server.model_totals(), before))
     ok = np.array([s for code, s in out if code == 200])
     counts = {k: sum(1 for code, _ in out if code == k) for k in (200, 503, 504)}
     counts["other"] = sum(1 for code, _ in out if code not in (200, 503, 504, "error"))
@@ -211,7 +214,8 @@ def drive(server, bodies, clients, seconds):
             "rss_end_mb": round(server.rss() / 2**20, 1),
             "images_per_call": round(images / calls, 2) if calls else None,
             "model_ms_per_call": round(1000 * model_s / calls, 1) if calls else None,
-            "model_busy": round(model_s / elapsed, 2)}
+            "model_busy": round(model_s / elapsed, 2),
+            "cpu_ms_per_request": round(1000 * cpu / ok.size, 1) if ok.size else None}
 
 
 def first_last_minute(samples, since):
@@ -249,7 +253,7 @@ def run_mode(name, args, flags, bodies, levels, soak_minutes):
 
 HEADER = (f"{'clients':>7} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
           f"{'200':>6} {'503':>5} {'504':>5} {'other':>5} {'conn':>5} {'RSS MB start/end':>17}"
-          f" {'img/call':>8} {'ms/call':>8} {'busy':>5}")
+          f" {'img/call':>8} {'ms/call':>8} {'busy':>5} {'CPU ms/req':>10}")
 
 
 def print_row(r, note=""):
@@ -257,7 +261,7 @@ def print_row(r, note=""):
           f"{r['p99_ms']!s:>8} {r[200]:>6} {r[503]:>5} {r[504]:>5} {r['other']:>5} "
           f"{r['conn_errors']:>5} {r['rss_start_mb']:>8}/{r['rss_end_mb']:<8} "
           f"{r['images_per_call']!s:>8} {r['model_ms_per_call']!s:>8} {r['model_busy']:>5} "
-          f"{note}", flush=True)
+          f"{r['cpu_ms_per_request']!s:>10} {note}", flush=True)
 
 
 def plot(results, path):
@@ -297,8 +301,25 @@ def compare(results, level):
     if level not in on or level not in off or not off[level]["rps"]:
         return None
     a, b = on[level], off[level]
+    cpu = b["cpu_ms_per_request"] / a["cpu_ms_per_request"] \
+        if a["cpu_ms_per_request"] and b["cpu_ms_per_request"] else None
     return {"clients": level, "throughput_ratio": round(a["rps"] / b["rps"], 3),
-            "p99_on_ms": a["p99_ms"], "p99_off_ms": b["p99_ms"]}
+            "p99_on_ms": a["p99_ms"], "p99_off_ms": b["p99_ms"],
+            "cpu_per_request_ratio": round(cpu, 3) if cpu else None}
+
+
+def targets(results, versus):
+    """The load test's targets, each True or False (None when not measured)."""
+    rows = [r for res in results for r in res["levels"]]
+    growth = [res["memory"]["growth_pct"] for res in results if res["memory"]]
+    return {
+        "only_200_503_504": all(r["other"] == 0 for r in rows),
+        "no_connection_errors": all(r["conn_errors"] == 0 for r in rows),
+        "rss_growth_under_10pct": all(g < 10 for g in growth) if growth else None,
+        "batching_1.5x_throughput": versus["throughput_ratio"] >= 1.5 if versus else None,
+        "batching_same_or_lower_p99": (versus["p99_on_ms"] <= versus["p99_off_ms"]
+                                       if versus else None),
+        "sigterm_exit_0": all(res["exit_code"] == 0 for res in results)}
 
 
 def parse_args():
@@ -339,7 +360,11 @@ def main():
     if summary["on_vs_off"]:
         c = summary["on_vs_off"]
         print(f"\nBatching on vs off at {c['clients']} clients: {c['throughput_ratio']}x "
-              f"throughput, p99 {c['p99_on_ms']} ms vs {c['p99_off_ms']} ms", flush=True)
+              f"throughput, p99 {c['p99_on_ms']} ms vs {c['p99_off_ms']} ms, "
+              f"{c['cpu_per_request_ratio']}x less server CPU per request", flush=True)
+    summary["targets"] = targets(results, summary["on_vs_off"])
+    print("Targets: " + ", ".join(f"{k} {v}" for k, v in summary["targets"].items()),
+          flush=True)
     with open(os.path.join(args.out, "bench_serve.json"), "w") as f:
         json.dump(summary, f, indent=1, default=str)
     plot(results, os.path.join(args.out, "bench_serve.png"))
