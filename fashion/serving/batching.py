@@ -143,6 +143,8 @@ class BatchQueue:
             raise self.timed_out() from None
         finally:
             self.release(ticket)
+            if not ticket.future.done():      # the client left: nobody reads the outcome
+                ticket.future.add_done_callback(_consume)
 
     def retry_after(self):
         """Seconds until the queue has likely drained by a batch (at least 1)."""
@@ -199,8 +201,11 @@ class BatchQueue:
 
     async def _run_batch(self, loop, batch):
         started = time.perf_counter()
-        outcomes = await loop.run_in_executor(self._executor, self._call,
-                                              [t.image for t in batch])
+        try:
+            outcomes = await loop.run_in_executor(self._executor, self._call,
+                                                  [t.image for t in batch])
+        except Exception as e:  # noqa: BLE001 - the executor itself failed
+            outcomes = [e] * len(batch)
         seconds = time.perf_counter() - started
         self._batch_seconds = seconds if self._batch_seconds is None else \
             0.8 * self._batch_seconds + 0.2 * seconds
@@ -233,3 +238,9 @@ class BatchQueue:
             except Exception as e:  # noqa: BLE001
                 outcomes.append(e)
         return outcomes
+
+
+def _consume(future):
+    """Marks a future's exception as read (its request is gone)."""
+    if not future.cancelled():
+        future.exception()
