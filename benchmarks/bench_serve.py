@@ -7,11 +7,12 @@ with batching on (--max-batch B) and off (--max-batch 1). Prints per level: requ
 (200 answers), p50/p95/p99 latency of the 200 answers, counts of 200/503/504/other,
 connection errors, the server's RSS at the level's start and end, and from its /metrics
 the images per model call, milliseconds per call, the share of the time the model
-ran ("busy") and the server's CPU seconds per answered request (the figure least moved by
-other processes on a shared machine); then the mean RSS of the first and the last minute of each server's
-load, batching on vs off at the highest level, and the CPU (lscpu). Nothing leaves
-loopback. Figures (PNG) and a JSON summary go to --out. A client that gets 503 waits
-Retry-After (at most 1 s) before its next request.
+ran ("busy") and the server's CPU milliseconds per answered request (the figure least
+moved by other processes on a shared machine); then the mean RSS of the first and the
+last minute of each server's load, batching on vs off at the highest level, which
+targets are met, and the CPU (lscpu). Nothing leaves loopback. Figures (PNG) and a
+JSON summary go to --out. A client that gets 503 waits Retry-After (at most 1 s) before
+its next request.
 
     python benchmarks/bench_serve.py                            # trains 5 min, 60 s/level
     python benchmarks/bench_serve.py --weights logs/run/mask_rcnn_fashion_0010.h5
