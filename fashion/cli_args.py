@@ -1,6 +1,6 @@
 """Argument groups shared by the CLI's commands, and what they turn into.
 
-* ``common_parser``: --logs and --quiet, which every command takes.
+* ``common_parser``: --logs, --quiet and --verbose, which every command takes.
 * ``add_data_args``: --dataset/--format/--image-size/... (train, evaluate, tfrecords).
 * ``add_model_args``: --weights/--backbone/--min-confidence/--set (detect, evaluate,
   check).
@@ -20,11 +20,14 @@ DEMO_DIR = "data/demo"  # relative to the working directory, never to the instal
 
 
 def common_parser():
-    """The parent parser of every command: --logs and --quiet."""
+    """The parent parser of every command: --logs, --quiet and --verbose."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--logs", default="logs", metavar="DIR",
                         help="run directories and checkpoints (default logs/)")
     common.add_argument("--quiet", action="store_true", help="less logging")
+    common.add_argument("--verbose", action="store_true",
+                        help="also show TensorFlow's C++ start-up lines (CUDA probing, "
+                        "CPU features, absl notices), hidden by default")
     return common
 
 

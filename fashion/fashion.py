@@ -14,7 +14,8 @@ results/) are under the current directory:
     python fashion/fashion.py check --weights last --image img.jpg --expected masks/
     python fashion/fashion.py tfrecords --dataset demo --out records/train --num-shards 4
 
-Every command has --help with examples. Bad input (unknown values, missing or
+Every command has --help with examples; TensorFlow's C++ start-up lines are hidden
+unless --verbose. Bad input (unknown values, missing or
 malformed files, weights that do not fit the model) ends with one sentence on stderr
 and exit code 2; a failed `check` exits with 1. Outputs are written to temporary files
 and renamed, so an error never leaves a half-written file.
@@ -29,7 +30,8 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "--verbose" not in sys.argv:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from fashion.cli_args import common_parser  # noqa: E402
 from fashion.commands import (demo, detect, evaluate, export, score, serve,  # noqa: E402
@@ -112,10 +114,15 @@ def _one_line(error):
 
 
 def main(argv=None):
-    """The command line: returns the exit code (0 ok, 1 failed check, 2 bad input)."""
+    """The command line: returns the exit code (0 ok, 1 failed check, 2 bad input).
+    Run as the program (argv None), TensorFlow's C++ start-up lines are filtered out of
+    stderr unless --verbose (fashion.quiet)."""
     # from the command line the process's own start counts; called with argv (tests,
     # notebooks), the call's
     started = process_start_time() if argv is None else None
+    if argv is None:
+        from fashion.quiet import quiet_native_logs
+        quiet_native_logs(verbose="--verbose" in sys.argv[1:])
     argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(argv)
     try:

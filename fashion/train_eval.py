@@ -1,5 +1,6 @@
 """What train evaluates while it trains and which checkpoints it keeps: the flags
-(--eval-every, --eval-limit, --keep-last, --keep-best) and the EvaluationCallback with
+(--eval-every, --eval-limit, --keep-last, --keep-best, --patience) and the
+EvaluationCallback with
 the app's ground truth, category ids and metrics (iMaterialist 2019; Fashionpedia's
 AP_iou_f1 when the model predicts attributes).
 """
@@ -31,6 +32,26 @@ def add_train_eval_args(p):
                    "mask_rcnn_fashion_best.h5 (--weights best): segm_AP50 (the default "
                    "when evaluating), segm_AP, bbox_AP50, segm_iMat2019, val_loss, ... "
                    "or none")
+    p.add_argument("--patience", type=int, default=0, metavar="N",
+                   help="stop training when the --keep-best metric has not improved for "
+                   "N evaluations (the best checkpoint is kept; default 0: never)")
+
+
+def patience(args, keep_best):
+    """--patience as train()'s patience (None: off); it needs a --keep-best metric."""
+    if args.patience < 0:
+        raise CLIError(f"--patience is {args.patience}; pass N >= 1 evaluations, or 0 "
+                       "to never stop early.")
+    if not args.patience:
+        return None
+    if keep_best is None:
+        raise CLIError("--patience needs a metric to watch: evaluate while training "
+                       "(drop --eval-every 0) or pass --keep-best val_loss.")
+    if getattr(args, "strategy", None) == "multiworker" and not keep_best.endswith("loss"):
+        raise CLIError(f"--patience with several workers needs --keep-best val_loss: "
+                       f"only the chief evaluates {keep_best}, so the workers could not "
+                       "stop together.")
+    return args.patience
 
 
 def metric_names(with_attributes):
@@ -39,7 +60,14 @@ def metric_names(with_attributes):
 
 
 def retention(args, evaluating, has_val, with_attributes):
-    """(keep_last, keep_best) from the flags; a metric nothing logs is a CLIError."""
+    """(keep_last, keep_best) from the flags; a metric nothing logs is a CLIError, and
+    so is a --patience without a metric to watch."""
+    keep_last, keep_best = _retention(args, evaluating, has_val, with_attributes)
+    patience(args, keep_best)
+    return keep_last, keep_best
+
+
+def _retention(args, evaluating, has_val, with_attributes):
     if args.keep_last < 0:
         raise CLIError(f"--keep-last is {args.keep_last}; pass a count >= 1, or 0 to keep "
                        "every checkpoint.")

@@ -160,3 +160,81 @@ class CheckpointRetention(keras.callbacks.Callback):
                 os.remove(path)
             except FileNotFoundError:
                 pass
+
+
+def logged_values(epochs_csv, metric):
+    """[(epoch, value)] of the finite values of `metric` in an epoch CSV (Keras'
+    CSVLogger: 0-based "epoch" column; returned 1-based), oldest first."""
+    import csv
+    try:
+        with open(epochs_csv, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return []
+    values = []
+    for row in rows:
+        try:
+            value = float(row.get(metric) or "nan")
+            epoch = int(float(row.get("epoch") or "nan")) + 1
+        except ValueError:
+            continue
+        if math.isfinite(value):
+            values.append((epoch, value))
+    return values
+
+
+class EarlyStopping(keras.callbacks.Callback):
+    """Stops training when `metric` has not improved for `patience` evaluations.
+
+    Epochs without the metric (no evaluation that epoch) do not count. The count
+    continues over the run's earlier evaluations (its epoch CSV, read at the start of
+    each train() call), so a later stage or a resumed run does not start afresh.
+    Improvement is strict, as for the best checkpoint (CheckpointRetention keeps it).
+
+    Args:
+        metric: an epoch-log key ("segm_AP50", "val_loss").
+        patience: evaluations without improvement before stopping (>= 1).
+        epochs_csv: the run's epoch CSV (None: count from this call's epochs only).
+        mode: "max", "min" or "auto" (min for losses).
+    With several workers, only a metric every worker logs (val_loss) stops them
+    together; evaluation metrics are logged by the chief alone.
+    """
+
+    def __init__(self, metric, patience, epochs_csv=None, mode="auto"):
+        super().__init__()
+        if int(patience) < 1:
+            raise ValueError(f"patience is {patience}; stop after N >= 1 evaluations "
+                             "without improvement.")
+        self.metric, self.patience = metric, int(patience)
+        self.mode = metric_mode(metric) if mode == "auto" else mode
+        self.epochs_csv = epochs_csv
+        self.best = self.best_epoch = None
+        self.wait = 0
+        self.stopped = False
+
+    def _update(self, value, epoch=None):
+        better = self.best is None or (value > self.best if self.mode == "max"
+                                       else value < self.best)
+        if better:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+        else:
+            self.wait += 1
+
+    def on_train_begin(self, logs=None):
+        self.best = self.best_epoch = None
+        self.wait, self.stopped = 0, False
+        for epoch, value in (logged_values(self.epochs_csv, self.metric)
+                             if self.epochs_csv else []):
+            self._update(value, epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.metric)
+        if value is None or not math.isfinite(float(value)):
+            return
+        self._update(float(value), epoch + 1)
+        if self.wait >= self.patience:
+            self.stopped = True
+            self.model.stop_training = True
+            log.info("Early stopping: %s has not improved for %d evaluations (best %.4f at "
+                     "epoch %s); training ends after epoch %d.", self.metric, self.wait,
+                     self.best, self.best_epoch, epoch + 1)

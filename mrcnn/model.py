@@ -28,7 +28,7 @@ import tensorflow as tf
 from mrcnn import distribute, graph, inference, utils
 from mrcnn.callback_list import training_callbacks
 from mrcnn.callbacks import AtomicCheckpoint, BudgetProgress, TimeBudget
-from mrcnn.checkpoints import epoch_checkpoints
+from mrcnn.checkpoints import EarlyStopping, epoch_checkpoints
 from mrcnn.data.pipeline import NoUsableSamples, SkipCounter, training_inputs
 from mrcnn.precision import resolve_precision
 from mrcnn.schedules import BudgetedLearningRate
@@ -195,7 +195,7 @@ class MaskRCNN:
     def train(self, train_dataset, val_dataset, learning_rate, epochs, layers,
               augmentation=None, custom_callbacks=None, no_augmentation_sources=None,
               time_budget=None, verbose=1, keep_last=None, keep_best=None,
-              evaluation=None, budget_start=None):
+              evaluation=None, budget_start=None, patience=None):
         """Trains the layers selected by `layers` up to the cumulative epoch `epochs`.
 
         train_dataset / val_dataset: prepared utils.Dataset objects, H5RecordSource
@@ -207,7 +207,9 @@ class MaskRCNN:
         (None: all); keep_best: an epoch-log key ("segm_AP50", "val_loss") whose best
         epoch is kept as mask_rcnn_<name>_best.h5 with best.json (mrcnn.checkpoints).
         evaluation: an EvaluationCallback (mrcnn.evaluation.during_training) adding
-        val AP to the epoch logs, TensorBoard and the training curve.
+        val AP to the epoch logs, TensorBoard and the training curve. patience: stop
+        when keep_best has not improved for this many evaluations (mrcnn.checkpoints.
+        EarlyStopping); afterwards `stopped_early` is True.
         """
         assert self.mode == "training", "Create model in training mode."
         if epochs <= self.epoch:
@@ -226,7 +228,8 @@ class MaskRCNN:
         if chief:  # only the chief writes checkpoints and logs
             self.create_log_dir()
         callbacks = training_callbacks(self.log_dir, self.checkpoint_path, bs, chief,
-                                       str(layers), keep_last, keep_best, evaluation)
+                                       str(layers), keep_last, keep_best, evaluation,
+                                       patience)
         budget = self._time_budget(time_budget, budget_start, callbacks, evaluation)
         if budget:
             callbacks.append(budget)
@@ -255,6 +258,7 @@ class MaskRCNN:
             log.warning("%d training sample(s) were skipped (first: %s).",
                         self.skips.count, self.skips.reasons[:1])
         self.time_budget_exhausted = bool(budget and budget.exhausted)
+        self.stopped_early = any(c.stopped for c in callbacks if isinstance(c, EarlyStopping))
         return history
 
     @staticmethod

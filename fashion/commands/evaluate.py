@@ -15,6 +15,7 @@ from fashion.detections import to_records
 from fashion.detector import add_postprocess_args, detector_from_args
 from fashion.errors import CLIError
 from fashion.groundtruth import gt_coco
+from fashion.reports import evaluation_report, samples_of
 
 log = logging.getLogger("fashion")
 
@@ -32,7 +33,9 @@ def add_parser(subparsers, parents):
         description="Detect on the val split and print COCO segm/bbox AP, AP50, AP75, the "
         "iMaterialist 2019 score, Fashionpedia's AP with IoU+F1 (when the model predicts "
         "attributes) and a per-class table; writes predictions, ground truth, metrics.json, "
-        "per-class CSVs and precision-recall PNGs to --out.",
+        "per-class CSVs, precision-recall PNGs and the run report (confusion matrices, mask "
+        "P/R/F1 against confidence, val_pred_<epoch>.png, attribute precision/recall, "
+        "report.html) to --out.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(p, required=False)
     add_model_args(p, data_flags=False)
@@ -58,9 +61,11 @@ def _data_args(args, meta):
     return args
 
 
-def _detect_split(detector, dataset, meta, pred_path):
-    """Writes predictions of every val image to pred_path; returns them (RLE only)."""
+def _detect_split(detector, dataset, meta, pred_path, samples=None):
+    """Writes predictions of every val image to pred_path; returns them (RLE only).
+    samples: a list that gets the report's first few images with their detections."""
     from mrcnn.evaluation.predictions import PredictionWriter
+    from mrcnn.report.evaluation import SAMPLE_IMAGES
     predictions = []
     with PredictionWriter(pred_path) as writer:
         for image_id in progress(dataset.image_ids, "evaluate"):
@@ -68,6 +73,8 @@ def _detect_split(detector, dataset, meta, pred_path):
             result = detector(image)
             name = os.path.basename(dataset.image_reference(image_id))
             records = to_records(result, int(image_id), name, meta, len(predictions) + 1)
+            if samples is not None:
+                samples_of(dataset, image_id, image, result, SAMPLE_IMAGES, samples)
             del result                                              # full masks freed
             writer.write_all(records)
             predictions += records
@@ -139,7 +146,8 @@ def run(args):
     gt = gt_coco(dataset)
     write_json(os.path.join(out_dir, "ground_truth_val.json"), gt)
     pred_path = os.path.join(out_dir, "predictions_val.jsonl")
-    predictions = _detect_split(detector, dataset, meta, pred_path)
+    samples = []
+    predictions = _detect_split(detector, dataset, meta, pred_path, samples)
     with_attributes = bool(meta.get("attribute_index_to_id")) and "attributes" in gt
     metrics, coco = _metrics(gt, predictions, with_attributes, args.imat_min_score)
     pngs = _print_report(metrics, coco, out_dir)
@@ -147,6 +155,7 @@ def run(args):
                "detections": len(predictions), "postprocess": detector.params,
                "tta": args.tta, **metrics}
     write_json(os.path.join(out_dir, "metrics.json"), summary)
+    evaluation_report(out_dir, gt, predictions, samples, dataset.class_names, weights)
     print(f"\n{len(predictions)} detections on {len(dataset.image_ids)} val images; "
           f"results in {out_dir} (metrics.json, {', '.join(os.path.basename(p) for p in pngs)})")
     print(json.dumps({t: metrics[t] for t in ("segm", "bbox")}))

@@ -11,6 +11,7 @@ from fashion.records import META_KEYS, check_records, peek_record, read_records_
     records_files
 from fashion.runs import (CLASS_SIZED_LAYERS, find_best_checkpoint, find_last_checkpoint,
                           load_checkpoint, read_run_file, record_best, write_run_file)
+from fashion.reports import add_report_args, report_only, write_data_report
 from fashion.train_eval import add_train_eval_args, evaluation_callback, retention
 
 log = logging.getLogger("fashion")
@@ -90,6 +91,7 @@ def add_parser(subparsers, parents):
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="any Config attribute, e.g. --set TOP_DOWN_PYRAMID_SIZE=128")
     add_train_eval_args(p)
+    add_report_args(p)
     p.set_defaults(func=run)
     return p
 
@@ -310,6 +312,9 @@ def run(args):
         check_records(data.train_files, config, "--tfrecords")
         if data.val_files:
             check_records(data.val_files, config, "--val-tfrecords")
+    if args.report_only:
+        return report_only(args, config, data,
+                           _augmentation(args.augment, bool(args.tfrecords) or tpu))
     schedule = args.schedule or (saved or {}).get("schedule") or (
         "heads:20,all:60" if pretrained else "all:60")
     stages = parse_schedule(schedule, config.LEARNING_RATE)
@@ -329,10 +334,13 @@ def run(args):
     data.val = val
     train_src, val_src = _sources(args, config, data, strategy)
     augmentation = _augmentation(args.augment, graph_only=bool(args.tfrecords) or tpu)
+    if distribute.is_chief(strategy):  # labels.png, train_batches.png, report.html
+        write_data_report(model.log_dir, config, data.train, train_src, augmentation,
+                          data.meta["class_names"])
     return _train_stages(args, model, stages, (train_src, val_src), augmentation,
                          distribute.is_chief(strategy),
                          {"keep_last": keep_last, "keep_best": keep_best,
-                          "evaluation": evaluation})
+                          "evaluation": evaluation, "patience": args.patience or None})
 
 
 def _train_stages(args, model, stages, sources, augmentation, chief=True, keep=None):
@@ -354,6 +362,8 @@ def _train_stages(args, model, stages, sources, augmentation, chief=True, keep=N
             record_best(model.log_dir)
         if getattr(model, "time_budget_exhausted", False):
             log.info("Time budget of %g minutes used up; stopped cleanly.", args.time_budget)
+            break
+        if getattr(model, "stopped_early", False):
             break
     checkpoint = model.checkpoint_path.format(epoch=model.epoch)
     rate = meter.images_per_second()

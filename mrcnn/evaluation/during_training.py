@@ -6,7 +6,9 @@ I/O), detects on a fixed, evenly spaced subset of the val images, scores segm an
 AP / AP50 with mrcnn.evaluation.coco (plus any application metrics) and puts the
 numbers into the epoch logs, so the callbacks after it (checkpoint retention, the epoch
 CSV, the training curve) see them. TensorBoard gets the numbers as scalars and a few val
-images with their predicted masks under <log_dir>/evaluation.
+images with their predicted masks under <log_dir>/evaluation. The run report's
+evaluation pictures (confusion matrices, mask P/R/F1, val_pred_<epoch>.png, attribute
+table; mrcnn.report.evaluation) go to <log_dir> itself.
 
 Example:
     evaluation = EvaluationCallback(dataset_val, config, every=1, limit=200,
@@ -26,6 +28,8 @@ import numpy as np
 from mrcnn.evaluation.coco import evaluate_coco
 from mrcnn.evaluation.groundtruth import dataset_ground_truth
 from mrcnn.evaluation.predictions import detection_to_records
+from mrcnn.report.evaluation import SAMPLE_IMAGES, write_evaluation_report
+from mrcnn.report.evaluation import describe as describe_report
 
 log = logging.getLogger("mrcnn")
 
@@ -95,11 +99,13 @@ class EvaluationCallback(keras.callbacks.Callback):
         panel_images: how many val images TensorBoard shows with predicted masks.
         min_confidence: DETECTION_MIN_CONFIDENCE of the evaluation model (0.05, as
             for COCO AP).
+        report_images: val images drawn with labels and predictions in the run
+            report (0: no report pictures).
     """
 
     def __init__(self, val_dataset, config, every=1, limit=200, log_dir=None,
                  ground_truth=None, to_records=None, metrics_fn=None, panel_images=3,
-                 min_confidence=0.05, is_chief=True):
+                 min_confidence=0.05, is_chief=True, report_images=SAMPLE_IMAGES):
         super().__init__()
         if every != "last" and (isinstance(every, str) or int(every) < 1):
             raise ValueError(f"every is {every!r}; evaluate after every N >= 1 epochs, "
@@ -112,6 +118,8 @@ class EvaluationCallback(keras.callbacks.Callback):
         self.to_records = to_records or _class_id_records
         self.metrics_fn = metrics_fn
         self.panel_images = int(panel_images)
+        self.report_images = int(report_images)
+        self.report = None      # the last evaluation's report summary
         self.is_chief = is_chief
         self.image_ids = evenly_spaced(val_dataset.image_ids, limit)
         self.inference = None   # MaskRCNN in inference mode, built at the first evaluation
@@ -199,7 +207,7 @@ class EvaluationCallback(keras.callbacks.Callback):
         if self.inference is None:
             self._build()
         self.copy_weights()
-        predictions, panel = self._detect_all()
+        predictions, panel, samples = self._detect_all()
         coco = evaluate_coco(self._gt, predictions, iou_types=("segm", "bbox"),
                              per_class=False)
         metrics = {f"{t}_{k}": float(coco[t][k]) for t in ("segm", "bbox")
@@ -207,13 +215,19 @@ class EvaluationCallback(keras.callbacks.Callback):
         if self.metrics_fn is not None:
             metrics.update({k: float(v) for k, v in
                             self.metrics_fn(self._gt, predictions).items()})
-        del predictions, coco
+        if self.log_dir and self.report_images:
+            self.report = write_evaluation_report(
+                self.log_dir, self._gt, predictions, samples, self.dataset.class_names,
+                epoch=epoch)
+            log.info(describe_report(self.report))
+        del predictions, coco, samples
         self._write_tensorboard(epoch, metrics, panel)
         return metrics
 
     def _detect_all(self):
-        """Prediction records of every subset image; overlays of the first few."""
-        predictions, panel = [], []
+        """Prediction records of every subset image; overlays of the first few and
+        the report's samples (image, labels, detections) of the first report_images."""
+        predictions, panel, samples = [], [], []
         names = self.dataset.class_names
         size = self.config.BATCH_SIZE
         for start in range(0, len(self.image_ids), size):
@@ -227,8 +241,12 @@ class EvaluationCallback(keras.callbacks.Callback):
                                                len(predictions) + 1)
                 if len(panel) < self.panel_images and self.log_dir:
                     panel.append(_overlay(image, result, names))
+                if len(samples) < self.report_images and self.log_dir:
+                    masks, class_ids = self.dataset.load_mask(image_id)
+                    samples.append({"image": image, "gt_masks": masks, "name": name,
+                                    "gt_class_ids": class_ids, "result": result})
             del results, images                                     # full masks freed
-        return predictions, panel
+        return predictions, panel, samples
 
     def _write_tensorboard(self, epoch, metrics, panel):
         if not self.log_dir:
