@@ -5,11 +5,13 @@ ours: absl's "All log messages before absl::InitializeLog()", oneDNN and CPU-fea
 notes, "Could not find cuda drivers" and "failed call to cuInit ... (303)". Some are
 written while TensorFlow's libraries load, before TF_CPP_MIN_LOG_LEVEL is read, so it
 alone cannot stop them. ``quiet_native_logs`` therefore also points file descriptor 2
-at a pipe read by a small forked process, which drops those lines (glog-format INFO
-and WARNING lines, CUDA ERROR lines, absl's pre-initialization notice) and copies
-everything else to the real stderr at once: our warnings and errors, tracebacks,
-progress bars (which rewrite their line with \\r) and TensorFlow's FATAL lines. The
-forked process outlives a crash of the main one, so nothing written before it is lost.
+at a pipe read by a small forked process, which drops those lines (TensorFlow's
+glog-format INFO, WARNING and ERROR lines such as the CUDA probing and oneDNN notes,
+and absl's pre-initialization notice) and copies everything else to the real stderr
+at once: our warnings and errors, tracebacks (TensorFlow's errors reach Python as
+exceptions), progress bars (which rewrite their line with \\r) and TensorFlow's
+FATAL lines. The forked process outlives a crash of the main one, so nothing written
+before it is lost.
 
 Example (before TensorFlow is imported):
     quiet_native_logs(verbose="--verbose" in sys.argv)
@@ -34,8 +36,7 @@ def is_noise(line):
     """True for a TensorFlow C++ start-up line (bytes, one line)."""
     m = _GLOG.match(line)
     if m:
-        level = m.group(1)
-        return level in (b"I", b"W") or (level == b"E" and b"cuda" in line.lower())
+        return m.group(1) != b"F"
     return line.startswith(_NOTICES)
 
 

@@ -46,8 +46,8 @@ def write_data_report(out_dir, config, train_data, train_source, augmentation,
         few = plot_labels(stats, os.path.join(out_dir, "labels.png"))
         written.append("labels.png")
         if few:
-            log.warning("%d class(es) have fewer than 10 training instances: %s.", len(few),
-                        ", ".join(few[:12]) + (", ..." if len(few) > 12 else ""))
+            log.info("%d class(es) have fewer than 10 training instances (named in "
+                     "labels.png).", len(few))
     else:
         log.info("labels.png needs a Python dataset (--dataset); TFRecord input has none.")
     batches = first_batches(train_source, config, augmentation)

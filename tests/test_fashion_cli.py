@@ -176,6 +176,13 @@ def test_evaluate_prints_metrics_and_writes_plots(evaluated):
         for key in ("AP", "AP50", "AP75", "iMat2019", "AP_iou_f1"):
             assert 0.0 <= metrics[t][key] <= 1.0
     assert "Per class" in out and "AP50" in out
+    # the run report: epoch 1's checkpoint gives val_pred_0001.png; the page links them
+    for name in ("confusion_matrix.png", "confusion_matrix_normalized.png", "mask_PR.png",
+                 "mask_F1.png", "val_pred_0001.png", "attribute_precision_recall.csv",
+                 "attribute_precision_recall.png"):
+        assert os.path.getsize(os.path.join(out_dir, name)) > 1000, name
+        assert f'"{name}"' in open(os.path.join(out_dir, "report.html")).read(), name
+    assert "a good --min-confidence for detect" in out
 
 
 def _perturbed_predictions(gt, seed=0):

@@ -59,11 +59,17 @@ def cli_run(tmp_path_factory):
 
 def test_run_keeps_last_two_epochs_and_the_best(cli_run):
     run_dir = cli_run["run_dir"]
-    assert sorted(os.listdir(run_dir)) == [
+    report = ["attribute_precision_recall.csv", "attribute_precision_recall.png",
+              "confusion_matrix.csv", "confusion_matrix.png",
+              "confusion_matrix_normalized.png", "evaluation_report.json", "labels.png",
+              "mask_F1.png", "mask_PR.png", "mask_curves.csv", "report.html",
+              "train_batches.png", "val_pred_0001.png", "val_pred_0002.png",
+              "val_pred_0003.png"]
+    assert sorted(os.listdir(run_dir)) == sorted(report + [
         "best.json", "epochs.csv", "evaluation", "fashion_run.json",
         "mask_rcnn_fashion_0002.h5", "mask_rcnn_fashion_0003.h5",
         "mask_rcnn_fashion_best.h5", "train", "training_curve.csv", "training_curve.png",
-        "validation"]
+        "validation"])
     best = read_best(run_dir)
     assert best["metric"] == "segm_AP50" and best["mode"] == "max"
     assert best["epoch"] in (1, 2, 3)

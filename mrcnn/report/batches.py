@@ -14,7 +14,7 @@ Example:
 """
 import numpy as np
 
-from mrcnn.report.plots import figure, save
+from mrcnn.report.plots import save_picture, tile
 
 BATCHES = 2
 MAX_TILES = 16   # images drawn at most (large batches: the first of each batch)
@@ -53,23 +53,15 @@ def plot_batches(batches, config, class_names, path, max_tiles=MAX_TILES):
     from mrcnn.visualize import draw_instances_on_image
     size = int(config.BATCH_SIZE)
     per_batch = max(1, min(size, max_tiles // max(1, len(batches))))
-    tiles = [(b, i) for b in range(len(batches)) for i in range(per_batch)]
-    cols = min(len(tiles), 4) if per_batch > 1 else len(tiles)
-    cols = max(cols, 1)
-    rows = -(-len(tiles) // cols)
-    fig = figure(4.2 * cols, 4.4 * rows + 0.5)
-    axes = np.asarray(fig.subplots(rows, cols, squeeze=False)).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for ax, (b, i) in zip(axes, tiles):
-        image, boxes, masks, class_ids = batch_instances(batches[b], config, i)
-        drawn = draw_instances_on_image(image, boxes, masks, class_ids, class_names,
-                                        min_side=384)
-        ax.imshow(drawn)
-        ax.set_title(f"batch {b + 1}, image {i + 1}: {len(class_ids)} instances",
-                     fontsize=9)
+    pictures, captions = [], []
+    for b in range(len(batches)):
+        for i in range(per_batch):
+            image, boxes, masks, class_ids = batch_instances(batches[b], config, i)
+            pictures.append(draw_instances_on_image(image, boxes, masks, class_ids,
+                                                    class_names, min_side=384))
+            captions.append(f"batch {b + 1}, image {i + 1}: {len(class_ids)} instances")
     shape = "x".join(str(int(s)) for s in config.IMAGE_SHAPE[:2])
-    fig.suptitle(f"The first {len(batches)} training batches as the model receives them "
-                 f"({shape} px, batch size {size})", fontsize=11)
-    fig.tight_layout()
-    return save(fig, path)
+    header = (f"The first {len(batches)} training batches as the model receives them "
+              f"({shape} px, batch size {size})")
+    return save_picture(tile(pictures, captions, per_batch if per_batch > 1 else 4, header),
+                        path)

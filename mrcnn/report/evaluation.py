@@ -5,7 +5,8 @@ Files (all in out_dir):
     confusion_matrix.png, confusion_matrix_normalized.png, confusion_matrix.csv
     mask_PR.png, mask_F1.png, mask_curves.csv (mean precision/recall/F1 per threshold)
     val_pred_<epoch>.png (a few fixed val images: labels | predictions)
-    attribute_precision_recall.csv / .png (when the ground truth has attributes)
+    attribute_precision_recall.csv / .png (when the ground truth has attributes and the
+        predictions attribute probabilities)
     evaluation_report.json (epoch, best-F1 confidence, counts, the files above)
 
 Example:
@@ -87,7 +88,8 @@ def write_evaluation_report(out_dir, gt, predictions, samples=(), class_names=No
                zip(curves["confidence"].tolist(), curves["mean_precision"].tolist(),
                    curves["mean_recall"].tolist(), curves["mean_f1"].tolist()),
                ["confidence", "precision", "recall", "f1"])
-    if gt.get("attributes"):
+    if gt.get("attributes") and any(p.get("attribute_probabilities") is not None
+                                    for p in predictions):
         rows = attribute_precision_recall(images, gt["attributes"])
         columns = ["attribute_id", "name", "instances", "matched", "predicted",
                    "true_positives", "precision", "recall"]
@@ -98,7 +100,8 @@ def write_evaluation_report(out_dir, gt, predictions, samples=(), class_names=No
         what = "" if epoch is None else f" after epoch {epoch}"
         plots.plot_side_by_side(samples, class_names or ["background"] + names,
                                 out(val_pred_name(epoch)),
-                                title=f"Val images{what}: labels | predictions")
+                                title=f"Val images{what}: labels | predictions",
+                                min_score=conf_threshold)
     k = len(names)
     summary = {
         "epoch": epoch, "images": len(gt["images"]), "instances": int(matrix[:, :k].sum()),

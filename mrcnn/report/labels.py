@@ -18,7 +18,7 @@ import logging
 
 import numpy as np
 
-from mrcnn.report.plots import BLUE, figure, save
+from mrcnn.report.plots import BLUE, figure, save, text_inches
 
 log = logging.getLogger("mrcnn")
 
@@ -118,8 +118,11 @@ def _per_class(ax, stats):
     order = np.argsort(-counts, kind="mergesort")
     colors = ["#c92a2a" if counts[i] < FEW else BLUE for i in order]
     ax.bar(range(len(order)), counts[order], color=colors)
-    ax.set_xticks(range(len(order)), [names[i] for i in order], rotation=90,
+    ax.set_xticks(range(len(order)), [str(names[i])[:24] for i in order], rotation=90,
                   fontsize=7 if len(order) > 20 else 9)
+    for tick, i in zip(ax.get_xticklabels(), order):
+        if counts[i] < FEW:
+            tick.set_color("#c92a2a")
     ax.set_ylabel("instances")
     ax.set_title(f"Instances per class ({int(counts.sum())} in "
                  f"{stats['counted_images']} images; red: fewer than {FEW})", fontsize=10)
@@ -142,6 +145,9 @@ def _sizes(ax_area, ax_aspect, stats):
         ax_aspect.hist([ratios[g] for g in groups], bins=bins, stacked=True, color=colors,
                        label=labels)
         ax_aspect.set_xscale("log")
+        ticks = [t for t in (0.1, 0.25, 0.5, 1, 2, 4, 10) if bins[0] <= t <= bins[-1]]
+        ax_aspect.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax_aspect.minorticks_off()
         ax_area.legend(fontsize=8)
         ax_aspect.legend(fontsize=8)
     sampled = f"{stats['mask_images']} images" if stats["mask_images"] < stats["images"] \
@@ -178,18 +184,26 @@ def _attributes(ax, stats):
         return
     order = [i for i in np.argsort(-counts, kind="mergesort") if counts[i] > 0][:TOP_ATTRIBUTES]
     ax.barh(range(len(order)), counts[order], color=BLUE)
-    ax.set_yticks(range(len(order)), [names[i] if i < len(names) else str(i) for i in order],
-                  fontsize=7)
+    ax.set_yticks(range(len(order)),
+                  [str(names[i])[:24] if i < len(names) else str(i) for i in order], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("instances")
     ax.set_title(f"Attributes (the {len(order)} most frequent of {len(counts)})", fontsize=10)
 
 
 def plot_labels(stats, path):
-    """label_statistics(...) -> labels.png (2000 x 1100 px); returns the names of the
+    """label_statistics(...) -> labels.png (1600 px wide); returns the names of the
     classes with fewer than 10 instances."""
-    fig = figure(20.0, 11.0)
-    grid = fig.add_gridspec(2, 4)
+    class_names = [str(n)[:24] for n in stats["class_names"][1:]]
+    attr_names = [str(n)[:24] for n in stats["attribute_names"]]
+    below = text_inches(class_names, 7) + 0.5            # room for rotated class names
+    left_attr = text_inches(attr_names or ["x"], 7) + 0.2
+    width, height = 20.0, 8.0 + below
+    fig = figure(width, height, dpi=80)
+    grid = fig.add_gridspec(2, 4, left=0.7 / width, right=1 - 0.3 / width,
+                            top=1 - 0.4 / height, bottom=1.2 / height,
+                            height_ratios=[3.4 + below, 3.6], hspace=(below + 0.9) / 3.6,
+                            wspace=max(0.25, left_attr / 4.0))
     _per_class(fig.add_subplot(grid[0, 0:3]), stats)
     _attributes(fig.add_subplot(grid[0, 3]), stats)
     _sizes(fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1]), stats)
@@ -200,7 +214,6 @@ def plot_labels(stats, path):
                  if few else f"Every class has at least {FEW} instances.", 230)
     fig.text(0.01, 0.005, text, fontsize=9, color="#c92a2a" if few else "black",
              va="bottom")
-    fig.tight_layout(rect=(0, 0.025 * (1 + text.count("\n")), 1, 1))
     save(fig, path)
     return few
 
