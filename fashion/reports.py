@@ -32,13 +32,18 @@ def _class_ids_of(dataset):
 
 
 def write_data_report(out_dir, config, train_data, train_source, augmentation,
-                      class_names):
+                      class_names, again=True):
     """labels.png (from a Python dataset; TFRecord input has none) and
-    train_batches.png (train_source through the training pipeline) into out_dir."""
+    train_batches.png (train_source through the training pipeline) into out_dir.
+    again=False keeps the pictures a resumed run drew when it started."""
     from mrcnn.report.batches import first_batches, plot_batches
     from mrcnn.report.html import write_report_html
     from mrcnn.report.labels import label_statistics, plot_labels
     os.makedirs(out_dir, exist_ok=True)
+    if not again and os.path.isfile(os.path.join(out_dir, "train_batches.png")):
+        log.info("Data report: kept the pictures of %s (drawn when the run started).",
+                 out_dir)
+        return []
     written = []
     if hasattr(train_data, "load_mask"):
         stats = label_statistics(train_data, _class_ids_of(train_data),

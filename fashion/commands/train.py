@@ -336,7 +336,7 @@ def run(args):
     augmentation = _augmentation(args.augment, graph_only=bool(args.tfrecords) or tpu)
     if distribute.is_chief(strategy):  # labels.png, train_batches.png, report.html
         write_data_report(model.log_dir, config, data.train, train_src, augmentation,
-                          data.meta["class_names"])
+                          data.meta["class_names"], again=args.weights != "last")
     return _train_stages(args, model, stages, (train_src, val_src), augmentation,
                          distribute.is_chief(strategy),
                          {"keep_last": keep_last, "keep_best": keep_best,
