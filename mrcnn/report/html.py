@@ -49,7 +49,8 @@ h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:
 figure{display:inline-block;margin:0 16px 16px 0;vertical-align:top}
 figure img{max-width:100%;border:1px solid #ccc}figcaption{font-size:13px;color:#555}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:3px 8px}
-th{background:#f3f3f3;text-align:left}.note{color:#555;font-size:13px}"""
+th{background:#f3f3f3;text-align:left}.note{color:#555;font-size:13px}
+.tables{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}"""
 
 
 def _read_json(path):
@@ -111,26 +112,33 @@ def _link(name):
     return f'<a href="{ref}">{ref}</a>'
 
 
+def _ordered(metrics):
+    """Evaluation numbers first (AP, iMat, ...), then losses, then the rest."""
+    def rank(key):
+        return (0 if "AP" in key or "iMat" in key else 1 if "loss" in key else 2)
+    return sorted(metrics.items(), key=lambda kv: rank(kv[0]))
+
+
 def _summary(run_dir):
-    parts = []
+    parts, tables = [], []
     best = _read_json(os.path.join(run_dir, "best.json"))
     if isinstance(best, dict) and "epoch" in best:
-        parts.append(f"<p>Best epoch: <b>{int(best['epoch'])}</b> by {html.escape(str(best.get('metric')))} "
-                     f"= {float(best.get('value', float('nan'))):.4f} "
+        metric = html.escape(str(best.get("metric")))
+        parts.append(f"<p>Best epoch: <b>{int(best['epoch'])}</b> by {metric} = "
+                     f"{float(best.get('value', float('nan'))):.4f} "
                      f"({_link(str(best.get('path', '')))})</p>")
     epoch, metrics = final_metrics(run_dir)
     if metrics:
-        parts.append(f"<p>Final metrics (epoch {epoch}):</p>"
-                     + _table([(k, v) for k, v in metrics.items()], ["metric", "value"]))
+        tables.append(_table(_ordered(metrics), [f"final metric (epoch {epoch})", "value"]))
     evaluated = _read_json(os.path.join(run_dir, "metrics.json"))
     if isinstance(evaluated, dict):
         rows = [(f"{t} {k}", float(v)) for t in ("segm", "bbox")
                 for k, v in (evaluated.get(t) or {}).items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if rows:
-            parts.append(f"<p>evaluate on {evaluated.get('images', '?')} images "
-                         f"({html.escape(os.path.basename(str(evaluated.get('weights', ''))))}):"
-                         "</p>" + _table(rows, ["metric", "value"]))
+            weights = os.path.basename(str(evaluated.get("weights", "")))
+            tables.append(_table(rows, [f"evaluate: {weights}, "
+                                        f"{evaluated.get('images', '?')} images", "value"]))
     report = _read_json(os.path.join(run_dir, "evaluation_report.json"))
     if isinstance(report, dict) and "best_confidence" in report:
         when = "" if report.get("epoch") is None else f" after epoch {report['epoch']}"
@@ -140,6 +148,8 @@ def _summary(run_dir):
             f"detection. At confidence {report['conf_threshold']:g}, "
             f"{report['missed']} of {report['instances']} instances were missed and "
             f"{report['false_positives']} predictions were false positives.</p>")
+    if tables:
+        parts.append('<div class="tables">' + "\n".join(tables) + "</div>")
     return parts
 
 
