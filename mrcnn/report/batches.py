@@ -24,13 +24,21 @@ def first_batches(data, config, augmentation=None, batches=BATCHES, seed=None):
     """The first `batches` input batches (dicts of numpy arrays) of the training
     pipeline over `data` (a utils.Dataset, an H5 cache, a tf.data of records or a
     TFRecord file pattern)."""
-    from mrcnn.data.pipeline import SkipCounter, training_inputs
+    import tensorflow as tf
+
+    from mrcnn.data.pipeline import NoUsableSamples, SkipCounter, training_inputs
     if isinstance(data, (str, list, tuple)):
         from mrcnn.data.tfrecords import read_tfrecords
         data = read_tfrecords(data, config)
+    skips = SkipCounter()
     ds = training_inputs(data, config, int(config.BATCH_SIZE), shuffle=True,
-                         augmentation=augmentation, seed=seed, skips=SkipCounter())
-    return list(ds.take(int(batches)).as_numpy_iterator())
+                         augmentation=augmentation, seed=seed, skips=skips)
+    try:
+        return list(ds.take(int(batches)).as_numpy_iterator())
+    except tf.errors.OpError:
+        if skips.exhausted():  # the sentence training would stop with, not TF's error
+            raise NoUsableSamples(skips.summary()) from None
+        raise
 
 
 def batch_instances(inputs, config, index):
