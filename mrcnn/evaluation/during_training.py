@@ -28,7 +28,7 @@ import numpy as np
 from mrcnn.evaluation.coco import evaluate_coco
 from mrcnn.evaluation.groundtruth import dataset_ground_truth
 from mrcnn.evaluation.predictions import detection_to_records
-from mrcnn.report.evaluation import SAMPLE_IMAGES, write_evaluation_report
+from mrcnn.report.evaluation import SAMPLE_IMAGES, report_seconds, write_evaluation_report
 from mrcnn.report.evaluation import describe as describe_report
 
 log = logging.getLogger("mrcnn")
@@ -169,13 +169,17 @@ class EvaluationCallback(keras.callbacks.Callback):
         keeps room for the final evaluation (seconds_needed()): one batch through the
         graph (after its tracing), the paste and records of a full batch of detections
         (DETECTION_MAX_INSTANCES per image: what a trained model returns at a low
-        threshold) and the COCO scoring of such predictions. Returns the estimate."""
+        threshold), the COCO scoring of such predictions and the run report's
+        pictures. Returns the estimate."""
         from mrcnn.evaluation.timing import evaluation_estimate
         if self.inference is None:
             self._build()
         self.copy_weights()
         t0 = time.perf_counter()
         self.estimate = evaluation_estimate(self, len(self.image_ids))
+        if self.log_dir and self.report_images:  # the run report's pictures, measured
+            self.estimate += report_seconds(self._gt, self.dataset, self.image_ids,
+                                            self.report_images)
         log.info("Evaluation model ready in %.1f s; the evaluation of %d val images "
                  "will take about %.0f s.", time.perf_counter() - t0,
                  len(self.image_ids), self.estimate)
