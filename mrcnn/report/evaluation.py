@@ -119,7 +119,8 @@ def write_evaluation_report(out_dir, gt, predictions, samples=(), class_names=No
 def describe(summary):
     """One line on the best mask F1 and its confidence."""
     return (f"Mask F1 is best ({summary['best_f1']:.3f}) at confidence "
-            f"{summary['best_confidence']:.2f}; {summary['missed']} of "
+            f"{summary['best_confidence']:.2f} (a good minimum confidence for detection); "
+            f"{summary['missed']} of "
             f"{summary['instances']} instances missed and {summary['false_positives']} "
             f"false positives at confidence {summary['conf_threshold']:g}.")
 
