@@ -348,11 +348,16 @@ def _train_stages(args, model, stages, sources, augmentation, chief=True, keep=N
     meter = throughput_meter(model.config.BATCH_SIZE)
     # --time-budget is the whole command: every stage counts from the command's start
     t0 = getattr(args, "started", None) or time.time()
+    trained = False
     for layers, lr, epochs in stages:
         if epochs <= model.epoch:
             continue
-        if args.time_budget is not None and time.time() - t0 >= args.time_budget * 60:
+        # a spent budget skips later stages; the first one takes at least one step, so
+        # the run always ends with a checkpoint
+        if trained and args.time_budget is not None \
+                and time.time() - t0 >= args.time_budget * 60:
             break
+        trained = True
         log.info("Stage %s: lr %g up to epoch %d", layers, lr, epochs)
         model.train(train_src, val_src, learning_rate=lr, epochs=epochs, layers=layers,
                     augmentation=augmentation, custom_callbacks=[meter],
