@@ -12,6 +12,7 @@ import tensorflow as tf
 from mrcnn.keras_compat import (KeepValidationIterator, ReplicaSafeBuild,
                                  in_multi_worker_mode)
 from mrcnn.losses import compute_losses, weight_decay_loss
+from mrcnn.optimizers import FusedAdamW
 from mrcnn.precision import resolve_precision
 
 # Presets of layers to train, as regular expressions over layer names.
@@ -90,8 +91,7 @@ def make_optimizer(config, learning_rate):
           if config.WARMUP_STEPS and constant else learning_rate)
     clip = config.GRADIENT_CLIP_NORM or None
     if config.OPTIMIZER == "adamw":
-        opt = keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.WEIGHT_DECAY,
-                                     clipnorm=clip)
+        opt = FusedAdamW(learning_rate=lr, weight_decay=config.WEIGHT_DECAY, clipnorm=clip)
     else:
         opt = keras.optimizers.SGD(learning_rate=lr, momentum=config.LEARNING_MOMENTUM,
                                    clipnorm=clip)
