@@ -32,7 +32,8 @@ def first_batches(data, config, augmentation=None, batches=BATCHES, seed=None):
         data = read_tfrecords(data, config)
     skips = SkipCounter()
     ds = training_inputs(data, config, int(config.BATCH_SIZE), shuffle=True,
-                         augmentation=augmentation, seed=seed, skips=skips)
+                         augmentation=augmentation, seed=seed, skips=skips,
+                         augment=True)  # the config's in-graph augmentation too
     try:
         return list(ds.take(int(batches)).as_numpy_iterator())
     except tf.errors.OpError:
