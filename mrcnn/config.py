@@ -177,6 +177,11 @@ class Config:
     AUGMENT_SCALE = None
     AUGMENT_COPY_PASTE = 0.0
 
+    # Exponential moving average of the trained weights (0 = off): after each step
+    # average = EMA_DECAY x average + (1 - EMA_DECAY) x weight; checkpoints, evaluation
+    # and the final model are the average (mrcnn/ema.py).
+    EMA_DECAY = 0.0
+
     # Use RPN ROIs or externally generated ROIs for training.
     USE_RPN_ROIS = True
     # Append the ground-truth boxes to the RPN proposals when sampling ROIs for the
@@ -287,6 +292,9 @@ class Config:
         if not 0 <= self.AUGMENT_COPY_PASTE <= 1:
             self._fail(f"AUGMENT_COPY_PASTE is a probability in [0, 1], got "
                        f"{self.AUGMENT_COPY_PASTE}.")
+        if not 0 <= self.EMA_DECAY < 1:
+            self._fail(f"EMA_DECAY must be in [0, 1) (0 = off), got {self.EMA_DECAY}; "
+                       "e.g. 0.999.")
         if self.LEARNING_RATE <= 0:
             self._fail(f"LEARNING_RATE must be > 0, got {self.LEARNING_RATE}.")
         if self.LR_SCHEDULE not in ("cosine", "linear", "constant"):

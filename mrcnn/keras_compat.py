@@ -10,6 +10,9 @@ a clear message if a new version renames or removes one of them:
 - ``keras.Model._distribute_strategy``: the strategy the model was created under.
 - ``tf.distribute`` ``strategy.extended._in_multi_worker_mode()``: whether a
   MultiWorkerMirroredStrategy spans more than one worker.
+- ``keras.optimizers.Optimizer._trainable_variables`` and
+  ``._model_variables_moving_average`` (with ``use_ema``): the weights and their
+  moving averages, read by mrcnn.ema.
 - ``keras.Model.fit`` caches its validation iterator as ``model._eval_epoch_iterator``
   (an ``EpochIterator``), whose ``reset()`` drops ``_current_iterator``: used by
   :class:`KeepValidationIterator`.
@@ -21,6 +24,7 @@ MODEL_HOOKS = ("_maybe_symbolic_build", "_symbolic_build")
 MODEL_ATTRIBUTES = ("_distribute_strategy",)
 STRATEGY_EXTENDED_HOOKS = ("_in_multi_worker_mode",)
 EVAL_ITERATOR_ATTRIBUTE = "_eval_epoch_iterator"    # set by keras.Model.fit
+OPTIMIZER_EMA_ATTRIBUTES = ("_trainable_variables", "_model_variables_moving_average")
 
 
 def model_strategy(model):

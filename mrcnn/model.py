@@ -241,6 +241,9 @@ class MaskRCNN:
             self.lr_schedule = BudgetedLearningRate(learning_rate, self.config, planned, budget)
             callbacks.insert(0, self.lr_schedule)  # before LossCurve logs the rate
         callbacks += list(custom_callbacks or [])
+        if getattr(self.config, "EMA_DECAY", 0):  # the average is saved and evaluated
+            average_in = AverageIn()
+            callbacks = [average_in] + callbacks + [AverageOut(average_in)]
         log.info("Starting at epoch %d, LR=%s, training %d layers; checkpoints: %s",
                  self.epoch, learning_rate, len(trained), self.checkpoint_path)
         with self._scope():

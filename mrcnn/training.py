@@ -90,11 +90,14 @@ def make_optimizer(config, learning_rate):
     lr = (WarmupSchedule(learning_rate, config.WARMUP_STEPS)
           if config.WARMUP_STEPS and constant else learning_rate)
     clip = config.GRADIENT_CLIP_NORM or None
+    ema = float(getattr(config, "EMA_DECAY", 0) or 0)
+    average = {"use_ema": True, "ema_momentum": ema} if ema else {}
     if config.OPTIMIZER == "adamw":
-        opt = FusedAdamW(learning_rate=lr, weight_decay=config.WEIGHT_DECAY, clipnorm=clip)
+        opt = FusedAdamW(learning_rate=lr, weight_decay=config.WEIGHT_DECAY, clipnorm=clip,
+                         **average)
     else:
         opt = keras.optimizers.SGD(learning_rate=lr, momentum=config.LEARNING_MOMENTUM,
-                                   clipnorm=clip)
+                                   clipnorm=clip, **average)
     if resolve_precision(config.MIXED_PRECISION) == "mixed_float16":
         opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt

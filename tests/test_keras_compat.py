@@ -87,3 +87,13 @@ def test_validation_iterator_lives_across_epochs():
     # weights never change (lr 0): val batches 0,1 then 2,3 then 4,5 (mse of x = i)
     assert plain == [0.5, 0.5, 0.5]
     assert kept == [0.5, (4 + 9) / 2, (16 + 25) / 2]
+
+
+def test_optimizer_ema_attributes_exist():
+    v = keras.Variable([1.0, 2.0])
+    opt = keras.optimizers.SGD(use_ema=True)
+    opt.build([v])
+    for name in keras_compat.OPTIMIZER_EMA_ATTRIBUTES:
+        assert len(getattr(opt, name, [])) == 1, (
+            f"keras {keras.__version__}: optimizers no longer keep {name}; mrcnn/ema.py "
+            "reads the weights' moving averages from it - update it.")
