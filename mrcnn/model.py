@@ -29,6 +29,7 @@ from mrcnn import distribute, graph, inference, utils
 from mrcnn.callback_list import training_callbacks
 from mrcnn.callbacks import AtomicCheckpoint, BudgetProgress, TimeBudget
 from mrcnn.checkpoints import EarlyStopping, epoch_checkpoints
+from mrcnn.ema import AverageIn, AverageOut
 from mrcnn.data.pipeline import NoUsableSamples, SkipCounter, training_inputs
 from mrcnn.precision import resolve_precision
 from mrcnn.schedules import BudgetedLearningRate
