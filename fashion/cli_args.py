@@ -79,6 +79,17 @@ def parse_sets(items):
         raise CLIError(str(e)) from None
 
 
+def default_backbone(weights, image_size):
+    """--backbone when not given: matterport's ResNet101 with --weights coco, ResNet18
+    from scratch up to 512 px (it learnt most per CPU-minute; docs/benchmarks.md),
+    else ResNet50."""
+    if weights == "coco":
+        return "resnet101"
+    if weights == "none" and int(image_size) <= 512:
+        return "resnet18"
+    return "resnet50"
+
+
 def build_config(args, train_ds, pretrained, saved=None, weights_path=None):
     """The run's config from the flags (train's or tfrecords'), the data's class and
     attribute counts (train_ds.num_classes / num_attributes), a resumed run's values and
@@ -88,11 +99,11 @@ def build_config(args, train_ds, pretrained, saved=None, weights_path=None):
     from mrcnn.config_values import values_to_overrides
     values = values_to_overrides(saved["config"]) if saved else {}
     values.update(weights_layout(getattr(args, "weights", None), weights_path))
-    backbone = getattr(args, "backbone", None) or values.pop("BACKBONE", None) or (
-        "resnet101" if getattr(args, "weights", None) == "coco" else "resnet50")
-    values.pop("BACKBONE", None)
     size = args.image_size or values.get("IMAGE_MAX_DIM") or (
         128 if args.dataset == "demo" else 1024)
+    backbone = getattr(args, "backbone", None) or values.pop("BACKBONE", None) or \
+        default_backbone(getattr(args, "weights", None), size)
+    values.pop("BACKBONE", None)
     if args.image_size:
         values.pop("IMAGE_MAX_DIM", None), values.pop("IMAGE_MIN_DIM", None)
     for key, flag in (("STEPS_PER_EPOCH", "steps_per_epoch"),

@@ -44,13 +44,36 @@ class FashionConfig(Config):
 FROM_SCRATCH = {
     "TRAIN_BN": None,            # batch norm statistics and scales are learnt
     "OPTIMIZER": "adamw",
-    "LEARNING_RATE": 1e-3,       # AdamW; matterport's SGD uses 1e-3 with momentum 0.9
     "WEIGHT_DECAY": 0.05,        # AdamW's decoupled decay (SGD's L2 stays 1e-4)
     "WARMUP_STEPS": 200,
     "GRADIENT_CLIP_NORM": 5.0,
     "BN_MOMENTUM": 0.9,          # moving statistics catch up within a few hundred steps
     "ADD_GT_TO_PROPOSALS": True,  # heads see positives before the RPN has learnt
 }
+
+
+# From scratch at small sizes: 4 images per step, the rate scaled with the batch. At 256
+# px (ResNet18, hard demo set, same images seen) 4 x 750 steps at 2e-3 reached segm AP50
+# 0.643 where 2 x 1500 at 1e-3 reached 0.622, and a step of 4 images ran 1.05x (float32)
+# to 1.12x (bf16) faster per image (docs/benchmarks.md).
+SCRATCH_SMALL_SIDE = 512
+SCRATCH_IMAGES_PER_GPU = 4
+SCRATCH_RATE_PER_IMAGE = 5e-4     # AdamW: 1e-3 for 2 images, 2e-3 for 4
+SCRATCH_MAX_RATE = 2e-3
+
+
+def scratch_batch(image_size, overrides):
+    """IMAGES_PER_GPU (4 up to 512 px, as given above) and LEARNING_RATE (5e-4 per
+    image, at most 2e-3) of a from-scratch run, for the ones not in overrides."""
+    out = {}
+    images = overrides.get("IMAGES_PER_GPU")
+    if images is None:
+        images = SCRATCH_IMAGES_PER_GPU if int(image_size) <= SCRATCH_SMALL_SIDE \
+            else FashionConfig.IMAGES_PER_GPU
+        out["IMAGES_PER_GPU"] = images
+    if overrides.get("LEARNING_RATE") is None:
+        out["LEARNING_RATE"] = min(SCRATCH_MAX_RATE, SCRATCH_RATE_PER_IMAGE * int(images))
+    return out
 
 
 # Attributes whose None is a choice (float32), not a flag left unset.
@@ -94,6 +117,7 @@ def make_config(image_size, num_classes, num_attributes=0, backbone="resnet50",
     values.update(size_settings(image_size, what="--image-size"))
     if not pretrained:
         values.update(FROM_SCRATCH)
+        values.update(scratch_batch(image_size, overrides))
     unknown = [k for k in overrides if not (k.isupper() and hasattr(Config, k))]
     if unknown:
         raise ValueError(f"Unknown config attribute(s) {unknown}; use matterport Config "

@@ -75,7 +75,7 @@ def test_a_one_minute_budget_ends_within_its_minute_plus_30_s(tmp_path):
            "--dataset", "demo", "--demo-dir", str(tmp_path / "demo"), "--demo-images",
            "24", "--image-size", "128", "--weights", "none", "--backbone", "resnet18",
            "--time-budget", "1", "--logs", str(logs), "--steps-per-epoch", "4",
-           "--schedule", "all:100", "--set", "WARMUP_STEPS=5",
+           "--schedule", "all:100", "--images-per-gpu", "2", "--set", "WARMUP_STEPS=5",
            "--set", "TRAIN_ROIS_PER_IMAGE=32", "--set", "DETECTION_MAX_INSTANCES=30"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     t0 = time.time()

@@ -89,6 +89,14 @@ def test_from_scratch_defaults_only_without_pretrained_weights():
         assert getattr(scratch, key) == value
     assert scratch.TRAIN_BN is None and scratch.OPTIMIZER == "adamw"
     assert scratch.WARMUP_STEPS > 0
+    # small images: 4 per step at 2e-3; large: 2 at 1e-3; the rate follows a given batch
+    assert (scratch.IMAGES_PER_GPU, scratch.LEARNING_RATE) == (4, 2e-3)
+    large = make_config(1024, 6, 3, "resnet18", pretrained=False)
+    assert (large.IMAGES_PER_GPU, large.LEARNING_RATE) == (2, 1e-3)
+    one = make_config(128, 6, 3, "resnet18", pretrained=False, IMAGES_PER_GPU=1)
+    assert one.LEARNING_RATE == 5e-4
+    mine = make_config(128, 6, 3, "resnet18", pretrained=False, LEARNING_RATE=0.01)
+    assert (mine.IMAGES_PER_GPU, mine.LEARNING_RATE) == (4, 0.01)
     # Pretrained fine-tuning keeps matterport's choices.
     assert tuned.TRAIN_BN is False and tuned.OPTIMIZER == "sgd"
     assert tuned.WARMUP_STEPS == 0 and tuned.LEARNING_RATE == 0.001

@@ -61,7 +61,8 @@ def add_parser(subparsers, parents):
                    "run), none (random; from-scratch defaults) or a file")
     p.add_argument("--backbone", default=None,
                    help="resnet18|resnet50|resnet101|efficientnet-b0..b7 (default: "
-                   "resnet101 with --weights coco, else resnet50)")
+                   "resnet101 with --weights coco, resnet18 with --weights none up to "
+                   "512 px, else resnet50)")
     p.add_argument("--schedule", default=None,
                    help="stages LAYERS:EPOCHS with cumulative epochs, e.g. heads:40,all:120 "
                    "(heads at --learning-rate, later backbone stages at a tenth; layers: "
