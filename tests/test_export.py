@@ -261,6 +261,18 @@ def test_onnx_matches_detect(onnx_path, images, reference):
     record("onnx (onnxruntime)", figures)
 
 
+def test_onnx_graph_has_no_loops_or_slow_ops(onnx_path):
+    """What made onnxruntime slow: tf2onnx turns CropAndResize into a loop over boxes
+    (a slice and transpose of the whole feature map per box), map_fn and cumprod into
+    loops, and onnxruntime's ConvTranspose is several times slower than its MatMul.
+    The export traces those parts with gathers, CumSum and a matrix product instead."""
+    import onnx
+    ops = {node.op_type for node in onnx.load(onnx_path).graph.node}
+    assert not ops & {"Loop", "Scan", "If", "ConvTranspose", "ScatterElements",
+                      "ScatterND"}, ops & {"Loop", "Scan", "If", "ConvTranspose"}
+    assert {"Conv", "NonMaxSuppression", "Gather", "MatMul"} <= ops
+
+
 def test_onnx_refuses_bfloat16_models(tmp_path):
     from tests.export_model import ExportConfig
     from mrcnn.model import MaskRCNN

@@ -22,6 +22,7 @@ from mrcnn.export.metadata import ExportError
 from mrcnn.export.saved_model import image_fn
 from mrcnn.export.verify import check_against_tf
 from mrcnn.fileio import atomic_directory, write_json
+from mrcnn.ops.portable import portable
 
 OPSET = 17
 SINGLE_IMAGE_SPEC = tf.TensorSpec([1, None, None, 3], tf.uint8, name="images")
@@ -66,8 +67,9 @@ def export_onnx(model, path, meta, opset=OPSET):
     fn = single_image_fn(model)
     with atomic_directory(path) as tmp:
         target = os.path.join(tmp, "model.onnx")
-        proto, _ = tf2onnx.convert.from_function(
-            fn, input_signature=[SINGLE_IMAGE_SPEC], opset=opset, output_path=target)
+        with portable():                # traced with ops onnxruntime runs fast
+            proto, _ = tf2onnx.convert.from_function(
+                fn, input_signature=[SINGLE_IMAGE_SPEC], opset=opset, output_path=target)
         sess = _session(proto.SerializeToString())
         names = [o.name for o in sess.get_outputs()]
         # The reference is the SavedModel's function (MulNoNan), which equals detect():

@@ -123,8 +123,9 @@ def serving_outputs(model, config, molded, metas, ties=False):
     raw = {} if ties else None
     det, masks, attrs = run_model(model, config, molded, metas, raw)     # [B, D, ...]
     class_ids = tf.cast(det[..., 4], tf.int32)                          # [B, D]
-    # unmold_detections keeps the rows before the first class id 0 ...
-    valid = tf.cast(tf.math.cumprod(tf.cast(class_ids != 0, tf.int32), axis=1), tf.bool)
+    # unmold_detections keeps the rows before the first class id 0 ... (a cumulative
+    # sum: ONNX has CumSum, while a cumulative product converts to a loop)
+    valid = tf.math.cumsum(tf.cast(class_ids == 0, tf.int32), axis=1) == 0
     boxes = _unmold_boxes(det[..., :4], metas)
     # ... whose pixel boxes have a positive area.
     area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])

@@ -2,6 +2,8 @@
 import keras
 from keras import layers, ops
 
+from mrcnn.ops.portable import is_portable
+
 
 @keras.saving.register_keras_serializable("mrcnn")
 class FlattenRois(layers.Layer):
@@ -71,4 +73,36 @@ class WholeInputConv2D(layers.Conv2D):
         if self.use_bias:
             out = ops.add(out, self.bias)
         out = ops.reshape(out, (-1, 1, 1, cout))
+        return self.activation(out) if self.activation is not None else out
+
+
+@keras.saving.register_keras_serializable("mrcnn")
+class BlockConv2DTranspose(layers.Conv2DTranspose):
+    """Conv2DTranspose (the mask head's 2x up-convolution) that, in graphs traced under
+    ``mrcnn.ops.portable`` for ONNX / OpenVINO, runs as one matrix product.
+
+    With kernel size equal to the strides and "valid" padding the output blocks do not
+    overlap: each input pixel times the kernel gives its own kh x kw block of outputs,
+    which is a [pixels, C] x [C, kh*kw*filters] product rearranged into blocks.
+    TensorFlow computes the same numbers either way (it runs this case as a product);
+    onnxruntime's ConvTranspose kernel is several times slower than its MatMul.
+    Everywhere else (training, detect()) it is Conv2DTranspose itself; weights, names
+    and shapes are Conv2DTranspose's.
+    """
+
+    def call(self, inputs):
+        kh, kw, cout, cin = self.kernel.shape
+        blocks = (is_portable() and tuple(self.kernel_size) == tuple(self.strides)
+                  and self.padding == "valid" and self.data_format == "channels_last"
+                  and tuple(self.dilation_rate) == (1, 1) and self.output_padding is None)
+        if not blocks:
+            return super().call(inputs)
+        shape = ops.shape(inputs)                                 # [N, H, W, cin]
+        kernel = ops.reshape(ops.transpose(self.kernel, (3, 0, 1, 2)), (cin, kh * kw * cout))
+        out = ops.matmul(ops.reshape(inputs, (-1, cin)), kernel)  # [N*H*W, kh*kw*cout]
+        out = ops.reshape(out, (shape[0], shape[1], shape[2], kh, kw, cout))
+        out = ops.transpose(out, (0, 1, 3, 2, 4, 5))              # [N, H, kh, W, kw, cout]
+        out = ops.reshape(out, (shape[0], shape[1] * kh, shape[2] * kw, cout))
+        if self.use_bias:
+            out = ops.add(out, self.bias)
         return self.activation(out) if self.activation is not None else out

@@ -2,7 +2,7 @@
 from keras import layers
 
 from mrcnn.layers.batch_norm import BatchNorm
-from mrcnn.heads.common import FlattenRois, UnflattenRois
+from mrcnn.heads.common import BlockConv2DTranspose, FlattenRois, UnflattenRois
 
 
 def mask_head(pooled, num_classes, train_bn=True, depth=256, convs=4):
@@ -15,8 +15,8 @@ def mask_head(pooled, num_classes, train_bn=True, depth=256, convs=4):
         x = layers.Conv2D(depth, 3, padding="same", name=f"mrcnn_mask_conv{i}")(x)
         x = BatchNorm(train_bn=train_bn, epsilon=1e-3, name=f"mrcnn_mask_bn{i}")(x)
         x = layers.Activation("relu")(x)
-    x = layers.Conv2DTranspose(depth, 2, strides=2, activation="relu",
-                               name="mrcnn_mask_deconv")(x)     # [B*R, 2p, 2p, depth]
+    x = BlockConv2DTranspose(depth, 2, strides=2, activation="relu",
+                             name="mrcnn_mask_deconv")(x)       # [B*R, 2p, 2p, depth]
     x = layers.Conv2D(num_classes, 1, activation="sigmoid", dtype="float32",
                       name="mrcnn_mask")(x)                    # [B*R, 2p, 2p, classes]
     return UnflattenRois(name="mrcnn_mask_rois")(x, pooled)

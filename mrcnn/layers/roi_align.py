@@ -8,6 +8,7 @@ import tensorflow as tf
 from mrcnn.layers.proposals import float32_kwargs
 from mrcnn.meta import parse_image_meta_graph
 from mrcnn.ops import boxes as box_ops
+from mrcnn.ops.portable import is_portable
 
 
 def roi_pyramid_levels(boxes, image_shape):
@@ -71,7 +72,7 @@ class PyramidROIAlign(keras.layers.Layer):
         flat_boxes = tf.reshape(boxes, [-1, 4])  # [B*N, 4]
         flat_levels = tf.reshape(levels, [-1]) - 2  # [B*N] in 0..3
         box_indices = tf.repeat(tf.range(batch), num_boxes)  # [B*N] image of each box
-        if self.static_shapes:
+        if self.static_shapes or is_portable():     # the same values, bit for bit
             pooled = self._crop_dense(feature_maps, flat_boxes, box_indices, flat_levels)
         else:
             pooled = self._crop_partitioned(

@@ -9,6 +9,8 @@ docstring says otherwise, so layers can stay vectorised over the batch.
 import numpy as np
 import tensorflow as tf
 
+from mrcnn.ops.portable import is_portable
+
 BBOX_DELTA_CLAMP = float(np.log(1000.0 / 16))
 
 
@@ -180,15 +182,24 @@ def batched_nms_padded(boxes, scores, max_output_size, iou_threshold,
             pad_to_max_output_size=True)
         return indices, count  # [K], []
 
-    indices, counts = tf.map_fn(
-        one_image, (tf.cast(boxes, tf.float32), tf.cast(scores, tf.float32)),
-        fn_output_signature=(tf.TensorSpec([k], tf.int32), tf.TensorSpec([], tf.int32)))
+    boxes, scores = tf.cast(boxes, tf.float32), tf.cast(scores, tf.float32)
+    if boxes.shape[0] == 1 and is_portable():        # one image: no loop to convert
+        indices, count = one_image((boxes[0], scores[0]))
+        indices, counts = indices[tf.newaxis], count[tf.newaxis]
+    else:
+        indices, counts = tf.map_fn(
+            one_image, (boxes, scores),
+            fn_output_signature=(tf.TensorSpec([k], tf.int32), tf.TensorSpec([], tf.int32)))
     valid = tf.range(k)[tf.newaxis, :] < counts[:, tf.newaxis]  # [B, K]
     return indices, valid
 
 
 def _sample_grid(low, high, size, extent):
-    """Sample positions of ``tf.image.crop_and_resize`` along one axis.
+    """Sample positions of ``tf.image.crop_and_resize`` along one axis, with its CPU
+    kernel's float32 arithmetic (so the crops equal it bit for bit):
+    ``low * extent + i * ((high - low) * extent / (size - 1))``, or
+    ``0.5 * (low + high) * extent`` (the sum in float32, the rest in float64) for one
+    sample.
 
     Args:
         low, high: ``[M]`` normalised box edges.
@@ -199,10 +210,13 @@ def _sample_grid(low, high, size, extent):
         ``[M, size]`` float pixel coordinates.
     """
     if size > 1:
-        steps = tf.range(size, dtype=tf.float32) / float(size - 1)  # [size]
-        return (low[:, tf.newaxis] + steps[tf.newaxis, :] * (high - low)[:, tf.newaxis]) \
-            * extent[:, tf.newaxis]
-    return (0.5 * (low + high) * extent)[:, tf.newaxis]
+        # A division, as the kernel does (Grappler rewrites x / constant into
+        # x * (1 / constant), which rounds differently; it leaves DivNoNan alone).
+        step = tf.math.divide_no_nan((high - low) * extent, float(size - 1))  # [M]
+        index = tf.range(size, dtype=tf.float32)  # [size]
+        return (low * extent)[:, tf.newaxis] + index[tf.newaxis, :] * step[:, tf.newaxis]
+    mid = 0.5 * tf.cast(low + high, tf.float64) * tf.cast(extent, tf.float64)
+    return tf.cast(mid, tf.float32)[:, tf.newaxis]
 
 
 def bilinear_crops(flat_images, base, heights, widths, boxes, crop_size):
@@ -241,16 +255,21 @@ def bilinear_crops(flat_images, base, heights, widths, boxes, crop_size):
     rows0 = (row_base + y0 * widths[:, tf.newaxis])[:, :, tf.newaxis]  # [M, ph, 1]
     rows1 = (row_base + y1 * widths[:, tf.newaxis])[:, :, tf.newaxis]
     cols0, cols1 = x0[:, tf.newaxis, :], x1[:, tf.newaxis, :]  # [M, 1, pw]
+    # Samples outside the image read an appended zero row (crop_and_resize's
+    # extrapolation value 0): 0 + (0 - 0) * d is 0, and no select over the crops.
     flat_images = tf.cast(flat_images, tf.float32)
-    top_left = tf.gather(flat_images, rows0 + cols0)  # [M, ph, pw, C]
-    top_right = tf.gather(flat_images, rows0 + cols1)
-    bottom_left = tf.gather(flat_images, rows1 + cols0)
-    bottom_right = tf.gather(flat_images, rows1 + cols1)
+    zero_row = tf.shape(flat_images)[0]
+    flat_images = tf.concat([flat_images, tf.zeros_like(flat_images[:1])], axis=0)
+    inside = tf.logical_and(inside_y[:, :, tf.newaxis], inside_x[:, tf.newaxis, :])
+
+    def corner(rows, cols):
+        return tf.gather(flat_images, tf.where(inside, rows + cols, zero_row))
+
+    top_left, top_right = corner(rows0, cols0), corner(rows0, cols1)  # [M, ph, pw, C]
+    bottom_left, bottom_right = corner(rows1, cols0), corner(rows1, cols1)
     top = top_left + (top_right - top_left) * dx
     bottom = bottom_left + (bottom_right - bottom_left) * dx
-    crops = top + (bottom - top) * dy  # [M, ph, pw, C]
-    inside = tf.logical_and(inside_y[:, :, tf.newaxis], inside_x[:, tf.newaxis, :])
-    return tf.where(inside[..., tf.newaxis], crops, 0.0)
+    return top + (bottom - top) * dy  # [M, ph, pw, C]
 
 
 def crop_and_resize_gather(images, boxes, box_indices, crop_size):
