@@ -1,7 +1,9 @@
-"""Exports of an inference MaskRCNN: TF SavedModel (TF Serving), ONNX and TFLite.
+"""Exports of an inference MaskRCNN: TF SavedModel (TF Serving), ONNX, OpenVINO IR and
+TFLite.
 
     model.export("export/fashion", format="saved_model")   # export/fashion/1/ (TF Serving)
     model.export("export/onnx", format="onnx")             # model.onnx + labels.json
+    model.export("export/openvino", format="openvino")     # model.xml/.bin + labels.json
     model.export("export/tflite", format="tflite")         # model.tflite + labels.json
 
 Every format takes uint8 images and returns ``detect()``'s detections (see
@@ -13,7 +15,7 @@ import os
 
 from mrcnn.export.metadata import ExportError, labels_metadata
 
-FORMATS = ("saved_model", "onnx", "tflite")
+FORMATS = ("saved_model", "onnx", "openvino", "tflite")
 
 __all__ = ["FORMATS", "ExportError", "export", "labels_metadata"]
 
@@ -43,5 +45,8 @@ def export(model, path, format="saved_model", class_names=None, attribute_names=
     if format == "onnx":
         from mrcnn.export.onnx import export_onnx
         return export_onnx(model, path, meta, **options)
+    if format == "openvino":
+        from mrcnn.export.openvino import export_openvino
+        return export_openvino(model, path, meta, **options)
     from mrcnn.export.tflite import export_tflite
     return export_tflite(model, path, meta, **options)

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn.export import preprocess
+from mrcnn.export.extras import require
 from mrcnn.export.metadata import ExportError
 from mrcnn.export.saved_model import image_fn
 from mrcnn.export.verify import check_against_tf
@@ -47,7 +48,7 @@ def single_image_fn(model, mul=tf.multiply, ties=False):
 
 
 def _session(model_bytes):
-    import onnxruntime as ort
+    ort = require("onnxruntime", "Running an ONNX model")
     try:
         return ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception classes
@@ -60,34 +61,48 @@ def _session(model_bytes):
         raise ExportError(f"onnxruntime rejects the converted model: {text[:300]}.") from None
 
 
+def convert(model, opset=OPSET, output_path=None):
+    """The ONNX ModelProto of model's one-image function, traced under
+    mrcnn.ops.portable (ops onnxruntime and OpenVINO run fast; the same numbers)."""
+    tf2onnx = require("tf2onnx", "The ONNX export")
+    require("onnx", "The ONNX export")
+    require_float32(model, "ONNX")
+    with portable():
+        proto, _ = tf2onnx.convert.from_function(
+            single_image_fn(model), input_signature=[SINGLE_IMAGE_SPEC], opset=opset,
+            output_path=output_path)
+    return proto
+
+
+def reference_fn(model):
+    """The TensorFlow function converted models are checked against, with tie outputs.
+
+    It is the SavedModel's function (MulNoNan), which equals detect(): run by
+    TensorFlow, tf.multiply resize taps are reordered by Grappler's arithmetic
+    optimizer (a pixel of a downscaled image can end one level off), while onnxruntime
+    computes them in the written order, as numpy does."""
+    return single_image_fn(model, mul=preprocess.EXACT_MUL, ties=True)
+
+
 def export_onnx(model, path, meta, opset=OPSET):
     """Writes PATH/model.onnx and PATH/labels.json; returns the .onnx path."""
-    import tf2onnx
-    require_float32(model, "ONNX")
-    fn = single_image_fn(model)
     with atomic_directory(path) as tmp:
         target = os.path.join(tmp, "model.onnx")
-        with portable():                # traced with ops onnxruntime runs fast
-            proto, _ = tf2onnx.convert.from_function(
-                fn, input_signature=[SINGLE_IMAGE_SPEC], opset=opset, output_path=target)
+        proto = convert(model, opset, output_path=target)
         sess = _session(proto.SerializeToString())
         names = [o.name for o in sess.get_outputs()]
-        # The reference is the SavedModel's function (MulNoNan), which equals detect():
-        # run by TensorFlow, fn's tf.multiply resize taps are reordered by Grappler's
-        # arithmetic optimizer (a pixel of a downscaled image can end one level off),
-        # while onnxruntime computes them in the written order, as numpy does.
-        exact = single_image_fn(model, mul=preprocess.EXACT_MUL, ties=True)
         check = check_against_tf(
-            exact, lambda x: dict(zip(names, sess.run(None, {"images": x}))),
+            reference_fn(model), lambda x: dict(zip(names, sess.run(None, {"images": x}))),
             model.config, "ONNX")
         write_json(os.path.join(tmp, "labels.json"), dict(
-            meta, input="images uint8 [1, H, W, 3]", opset=opset, self_check=check))
+            meta, input="images uint8 [1, H, W, 3]", opset=opset, self_check=check,
+            runtime="onnxruntime"))
     return os.path.join(path, "model.onnx")
 
 
 def load(path):
     """(onnxruntime session, run(image) -> outputs dict) for PATH/model.onnx."""
-    import onnxruntime as ort
+    ort = require("onnxruntime", "Running an ONNX model")
     sess = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
 

@@ -40,12 +40,14 @@ def encoded_fn(keras_model, config):
 
 
 def write_archive(model, directory, endpoints):
-    """Writes a SavedModel of model's weights with endpoints {name: (fn, spec)}."""
+    """Writes a SavedModel of model's weights with endpoints {name: (fn, spec or list
+    of specs)}."""
     from keras.export import ExportArchive
     archive = ExportArchive()
     archive.track(model.keras_model)
     for name, (fn, spec) in endpoints.items():
-        archive.add_endpoint(name, fn, input_signature=[spec])
+        archive.add_endpoint(name, fn, input_signature=spec if isinstance(spec, list)
+                             else [spec])
     try:
         archive.write_out(directory, verbose=False)
     except (ValueError, TypeError, tf.errors.OpError) as e:

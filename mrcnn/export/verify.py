@@ -8,9 +8,9 @@ either order; a class may differ where TensorFlow's own top two class probabilit
 lie within the score tolerance (the converted model then makes the runner-up class's
 detection, which ``mrcnn.export.ties`` computes); and a detection may be present on one
 side only when a tie decides it: its score lies within the tolerance of
-DETECTION_MIN_CONFIDENCE or of the last score kept at DETECTION_MAX_INSTANCES, or NMS
-chose between it and an overlapping detection of its class whose score is within the
-tolerance or whose own class was a tie.
+DETECTION_MIN_CONFIDENCE or (both sides full) of the last score kept at
+DETECTION_MAX_INSTANCES, or NMS chose between it and an overlapping detection of its
+class whose score is within the tolerance or whose own class was a tie.
 """
 import numpy as np
 import tensorflow as tf
@@ -104,14 +104,14 @@ def _class_ties(expected, g, free, tol, config):
     return found
 
 
-def _boundary(rows, k, config, tol):
-    """Row k sits on a score boundary: the confidence threshold, or the lowest score
-    kept when DETECTION_MAX_INSTANCES rows are full."""
+def _boundary(rows, k, config, tol, both_full):
+    """Row k sits on a score boundary: the confidence threshold, or (when both sides
+    kept DETECTION_MAX_INSTANCES rows, so each had to leave tied rows out) the lowest
+    score kept."""
     score = rows["scores"][k]
     if score - float(config.DETECTION_MIN_CONFIDENCE) <= tol["score"]:
         return True
-    full = len(rows["scores"]) >= int(config.DETECTION_MAX_INSTANCES)
-    return full and score - rows["scores"].min() <= tol["score"]
+    return both_full and score - rows["scores"].min() <= tol["score"]
 
 
 def _nms_ties(sides, unexplained, tied, config, tol):
@@ -191,8 +191,10 @@ def match(expected, got, config, image_shape, tol=TOLERANCES):
     margin = np.asarray(expected["tie_margin"], np.float64)[0]
     tied = [{i for i in free_e if margin[i] <= tol["score"]}, set(flipped)]
     unexplained = [free_e - tied[0], set(free_g) - tied[1]]
+    full = min(len(e["scores"]), len(g["scores"])) >= int(config.DETECTION_MAX_INSTANCES)
     for s, rows in ((0, e), (1, g)):
-        unexplained[s] -= {k for k in unexplained[s] if _boundary(rows, k, config, tol)}
+        unexplained[s] -= {k for k in unexplained[s]
+                           if _boundary(rows, k, config, tol, full)}
     _nms_ties((e, g), unexplained, tied, config, tol)
     if unexplained[0] or unexplained[1]:
         return _unmatched_problem(e, g, unexplained, tol), {}

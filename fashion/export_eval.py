@@ -1,0 +1,98 @@
+"""Accuracy and speed of exported models on a dataset's val split: what `export --int8`
+guards with and what `benchmark` reports.
+
+Every format is run as ``run(image uint8 [H, W, 3]) -> detect()-like result`` (the
+exports' outputs through ``mrcnn.export.postprocess.to_results``, so masks are pasted
+as detect() pastes them); segm AP is COCO's, on the same images for every format.
+"""
+import argparse
+import time
+
+import numpy as np
+
+from fashion.errors import CLIError
+
+
+def add_val_data_args(p, dataset_flag="--dataset", dataset_help=None, bare=None):
+    """The dataset flags of a val split (no --format / --image-size: the run's); with
+    `bare`, the dataset flag alone means that value."""
+    p.add_argument(dataset_flag, default=None, metavar="PATH|demo",
+                   nargs="?" if bare else None, const=bare,
+                   help=dataset_help or "dataset directory (or Fashionpedia JSON), or "
+                   "'demo'; default: the dataset the run was trained on")
+    p.add_argument("--image-dir", default=None, help="Fashionpedia images (default: "
+                   "next to the annotations)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use only the first N images of the val split")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="iMaterialist: share of train.csv held out as the val split")
+    p.add_argument("--demo-dir", default=None, help="where the demo set is generated")
+    p.add_argument("--demo-images", type=int, default=None, help="images in the demo set")
+
+
+def val_split(dataset, meta, args, image_size, flag="--dataset", label_set=None):
+    """(dataset, image ids) of a val split; dataset None means the run's own dataset;
+    the label format is label_set, else the run's."""
+    from fashion.data_sources import dataset_from_args
+    fmt = label_set or meta.get("format")
+    if dataset is None:
+        dataset = meta.get("dataset")
+        if not dataset:
+            raise CLIError(f"{flag} is needed: these weights do not record their dataset; "
+                           f"pass {flag} PATH (or demo).")
+    if dataset == "demo":
+        fmt = "imat2019"
+    if not fmt:
+        raise CLIError(f"The label format of {dataset} is unknown; pass its label set "
+                       "(--label-set for export, --format for benchmark).")
+    data = argparse.Namespace(
+        dataset=dataset, format=fmt, limit=args.limit, image_size=image_size,
+        val_fraction=args.val_fraction, image_dir=args.image_dir, demo_dir=args.demo_dir,
+        demo_images=args.demo_images)
+    ds, path, fmt = dataset_from_args(data, "val")
+    if meta.get("format") and fmt != meta["format"]:
+        raise CLIError(f"The weights were trained on {meta['format']} labels but {path} "
+                       f"has {fmt} labels; use a dataset with the same labels.")
+    if not len(ds.image_ids):
+        raise CLIError(f"The val split of {path} has no images; check {flag}, --limit "
+                       "and --val-fraction.")
+    return ds, list(ds.image_ids)
+
+
+def export_detector(run):
+    """An export's run(image) -> outputs dict, as image -> detect()-like result."""
+    from mrcnn.export.postprocess import to_results
+
+    def detect(image):
+        return to_results(run(image), [image.shape])[0]
+    return detect
+
+
+def evaluate(detect, dataset, image_ids, meta, desc="evaluate", warmup=1):
+    """Runs detect(image) -> result on every image (after `warmup` untimed calls on the
+    first) and scores the predictions. Returns {"segm_AP", "bbox_AP", "seconds": [per
+    image], "detections"}."""
+    from fashion.data_sources import progress
+    from fashion.detections import to_records
+    from fashion.groundtruth import gt_coco
+    from mrcnn.evaluation import evaluate_coco
+    images = [dataset.load_image(i) for i in image_ids]
+    for _ in range(warmup):
+        detect(images[0])
+    predictions, seconds = [], []
+    for image_id, image in progress(list(zip(image_ids, images)), desc):
+        start = time.perf_counter()
+        result = detect(image)
+        seconds.append(time.perf_counter() - start)
+        predictions += to_records(result, int(image_id), f"{image_id}.png", meta,
+                                  len(predictions) + 1)
+    metrics = evaluate_coco(gt_coco(dataset, image_ids), predictions,
+                            iou_types=("segm", "bbox"), per_class=False)
+    return {"segm_AP": float(metrics["segm"]["AP"]), "bbox_AP": float(metrics["bbox"]["AP"]),
+            "seconds": seconds, "detections": len(predictions)}
+
+
+def latency(seconds):
+    """(median, p90) of per-image seconds."""
+    values = np.asarray(seconds, np.float64)
+    return float(np.median(values)), float(np.percentile(values, 90))
