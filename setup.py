@@ -19,7 +19,13 @@ setup(
     package_data={"fashion": ["labels/*.json"]},
     python_requires=">=3.10",
     install_requires=requirements,
-    extras_require={"gpu": ["tensorflow[and-cuda]>=2.16,<2.22"]},
+    extras_require={
+        "gpu": ["tensorflow[and-cuda]>=2.16,<2.22"],
+        # export --format onnx, serve/benchmark ONNX models (int8 included)
+        "onnx": ["tf2onnx>=1.16", "onnx>=1.16", "onnxruntime>=1.18"],
+        # export --format openvino (converted from ONNX), int8 through NNCF
+        "openvino": ["tf2onnx>=1.16", "onnx>=1.16", "openvino>=2024.4", "nncf>=2.13"],
+    },
     entry_points={"console_scripts": [
         "fashion-mrcnn = fashion.fashion:main",
         "dgx-ssh = fashion.DGX_ssh_comm:main",

@@ -96,3 +96,33 @@ def latency(seconds):
     """(median, p90) of per-image seconds."""
     values = np.asarray(seconds, np.float64)
     return float(np.median(values)), float(np.percentile(values, 90))
+
+
+def parity(reference, results):
+    """How detect()-like results agree with detect()'s (lists, one per image): each
+    reference detection matched to the same class's closest box; a one-line summary."""
+    total = matched = 0
+    score = box = 0.0
+    iou = 1.0
+    for ref, got in zip(reference, results):
+        free = np.ones(len(got["class_ids"]), bool)
+        total += len(ref["class_ids"])
+        for i in range(len(ref["class_ids"])):
+            diff = np.abs(got["rois"].astype(np.float64) - ref["rois"][i]).max(axis=1) \
+                if len(got["class_ids"]) else np.zeros(0)
+            ok = free & (got["class_ids"] == ref["class_ids"][i]) & (diff <= 0.5)
+            if not ok.any():
+                continue
+            j = int(np.argmin(np.where(ok, diff, np.inf)))
+            free[j] = False
+            matched += 1
+            score = max(score, abs(float(got["scores"][j]) - float(ref["scores"][i])))
+            box = max(box, float(diff[j]))
+            a, b = ref["masks"][..., i], got["masks"][..., j]
+            union = np.logical_or(a, b).sum()
+            iou = min(iou, float(np.logical_and(a, b).sum() / union) if union else 1.0)
+        total += int(free.sum())                 # extra detections count as unmatched
+    if matched == total and score == 0.0 and iou == 1.0:
+        return f"exact ({total} detections)"
+    return (f"{matched}/{total} matched, scores within {score:.1g}, boxes within "
+            f"{box:.1f} px, mask IoU >= {iou:.3f}")

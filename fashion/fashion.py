@@ -34,14 +34,15 @@ if "--verbose" not in sys.argv:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from fashion.cli_args import common_parser  # noqa: E402
-from fashion.commands import (demo, detect, evaluate, export, score, serve,  # noqa: E402
-                              submit, tfrecords, train, tune)
+from fashion.commands import (benchmark, demo, detect, evaluate, export,  # noqa: E402
+                              score, serve, submit, tfrecords, train, tune)
 from fashion.errors import CheckFailed, CLIError  # noqa: E402
 
 log = logging.getLogger("fashion")
 
 # The command modules, in --help order; each has add_parser(subparsers, parents).
-COMMANDS = [train, evaluate, tune, detect, submit, score, tfrecords, demo, export, serve]
+COMMANDS = [train, evaluate, tune, detect, submit, score, tfrecords, demo, export, benchmark,
+            serve]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -113,9 +113,14 @@ def _print_int8(info):
 def run(args):
     from fashion.runs import inference_model
     from mrcnn.export import ExportError
+    from mrcnn.export.extras import require_format
     if os.path.isfile(args.out):
         raise CLIError(f"--out {args.out} is a file; give a directory for the export.")
     _check_int8_flags(args)
+    try:
+        require_format(args.export_format, args.int8)
+    except ExportError as e:
+        raise CLIError(str(e)) from None
     if not any(s.upper().startswith("MIXED_PRECISION=") for s in args.set or []):
         args.set = ['MIXED_PRECISION="float32"'] + list(args.set or [])
     model, meta, weights = inference_model(args)

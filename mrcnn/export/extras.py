@@ -18,3 +18,11 @@ def require(module, purpose):
                           f"installed; install the {extra} extra: pip install "
                           f"'fashion-mrcnn[{extra}]' (in a checkout: pip install -e "
                           f"'.[{extra}]').") from None
+
+
+def require_format(fmt, int8=False):
+    """Raises ExportError naming the extra when a module `fmt` needs is missing."""
+    needs = {"onnx": ("tf2onnx", "onnx", "onnxruntime"),
+             "openvino": ("tf2onnx", "onnx", "openvino") + (("nncf",) if int8 else ())}
+    for module in needs.get(fmt, ()):
+        require(module, f"The {'int8 ' if int8 else ''}{fmt} export")

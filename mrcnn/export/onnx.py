@@ -11,6 +11,7 @@
 One image per call (the batch dimension is 1). The model must compute in float32:
 ONNX Runtime has no bfloat16 / float16 convolution that matches TensorFlow's.
 """
+import logging
 import os
 import re
 
@@ -67,6 +68,7 @@ def convert(model, opset=OPSET, output_path=None):
     tf2onnx = require("tf2onnx", "The ONNX export")
     require("onnx", "The ONNX export")
     require_float32(model, "ONNX")
+    logging.getLogger("tf2onnx").setLevel(logging.WARNING)     # no per-node INFO lines
     with portable():
         proto, _ = tf2onnx.convert.from_function(
             single_image_fn(model), input_signature=[SINGLE_IMAGE_SPEC], opset=opset,
