@@ -152,3 +152,21 @@ def test_missing_runtime_names_its_extra(monkeypatch, trained, tmp_path):
                         "--format", "openvino", "--out", str(tmp_path / "ov")])
     assert code == 2 and "pip install 'fashion-mrcnn[openvino]'" in err, err
     assert not os.path.exists(tmp_path / "ov")
+
+
+def test_serve_predictor_detects_the_format_and_names_the_runtime(bench, float_model,
+                                                                  tmp_path):
+    """`serve --export DIR` runs ONNX on onnxruntime and OpenVINO IR on OpenVINO."""
+    from fashion.errors import CLIError
+    from fashion.serving.predictors import ExportPredictor
+    from tests.export_model import smooth_images
+    images = smooth_images(8, [(100, 150), (140, 90)])
+    reference = float_model[0].detect(images)
+    for fmt, runtime in (("onnx", "onnxruntime"), ("openvino", "OpenVINO")):
+        predictor = ExportPredictor(str(bench[0] / "exports" / fmt))
+        assert predictor.runtime.startswith(runtime), predictor.runtime
+        assert predictor.labels["class_names"][0] == "BG"
+        for image, ref, got in zip(images, reference, predictor.detect_batch(images)):
+            compare(ref, got, where=f"serve {fmt} {image.shape}")
+    with pytest.raises(CLIError, match="holds no export .*model.onnx, model.xml"):
+        ExportPredictor(str(tmp_path))

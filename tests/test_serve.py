@@ -112,6 +112,7 @@ def records_match(records, model, image, where):
 def test_healthz_and_page(server):
     status, body = request(server + "/healthz")
     assert status == 200 and body["status"] == "ok" and body["classes"] == 4
+    assert body["runtime"].startswith("TensorFlow") and "SavedModel" in body["runtime"]
     status, page = request(server + "/")
     assert status == 200 and "<form" in page and "/v1/visualize" in page
     assert request(server + "/v1/labels")[1]["class_names"] == NAMES

@@ -1,4 +1,5 @@
-"""`serve`: an HTTP server for a trained model or a SavedModel export, with a page.
+"""`serve`: an HTTP server for a trained model or an export (SavedModel, ONNX, OpenVINO,
+TFLite), with a page.
 
 POST /v1/detect takes a photo (raw body or multipart field "image") and returns the
 detect command's records as a JSON list; GET / is a page to upload a photo and see the
@@ -16,6 +17,7 @@ from fashion.errors import CLIError
 EXAMPLES = """examples:
   python fashion/fashion.py serve --weights last --port 8000      # then open http://127.0.0.1:8000/
   python fashion/fashion.py serve --export export/fashion --host 0.0.0.0 --port 8080
+  python fashion/fashion.py serve --export export/openvino-int8     # OpenVINO Runtime
   python fashion/fashion.py serve --weights last --max-batch 8 --batch-wait-ms 10 --max-queue 32
   curl -F image=@photo.jpg http://127.0.0.1:8000/v1/detect
   curl -H "Content-Type: image/jpeg" --data-binary @photo.jpg http://127.0.0.1:8000/v1/detect
@@ -32,7 +34,9 @@ def add_parser(subparsers, parents):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
     p.add_argument("--export", default=None, metavar="DIR",
-                   help="serve a SavedModel written by `export` instead of --weights")
+                   help="serve an export written by `export` instead of --weights: a "
+                   "SavedModel, model.onnx (onnxruntime), model.xml (OpenVINO) or "
+                   "model.tflite, told apart by its files")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-bytes", type=int, default=20 * 1024 * 1024,
@@ -77,8 +81,8 @@ def run(args):
     check_args(args)
     predictor = make_predictor(args)
     max_queue = args.max_queue or default_max_queue(args.max_batch)
-    print(f"Loaded {predictor.source}; warming up (batches of 1 and {args.max_batch}).",
-          flush=True)
+    print(f"Loaded {predictor.source} on {predictor.runtime}; warming up (batches of 1 "
+          f"and {args.max_batch}).", flush=True)
     warm_up(predictor, args.max_batch)
     app = create_app(predictor, args.max_bytes, max_queue, args.max_batch,
                      args.batch_wait_ms, args.request_timeout)

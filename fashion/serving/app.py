@@ -222,7 +222,7 @@ def add_info_routes(app, predictor, queue, metrics):
 
     @app.get("/healthz")
     async def healthz():
-        return {"status": "ok", "model": predictor.source,
+        return {"status": "ok", "model": predictor.source, "runtime": predictor.runtime,
                 "classes": len(predictor.labels["class_names"]),
                 "queue": queue.admitted, "in_model": queue.running}
 

@@ -1,11 +1,12 @@
-"""What the server runs: a checkpoint through MaskRCNN.detect(), or an exported
-SavedModel through its image_tensor signature. Both take a uint8 [H, W, 3] image and
-return detect()'s result dict; calls are serialized by a lock (one model, many clients).
+"""What the server runs: a checkpoint through MaskRCNN.detect(), or an export of any
+format (SavedModel through its image_tensor signature, model.onnx on onnxruntime,
+OpenVINO IR on OpenVINO Runtime, model.tflite; told apart by mrcnn.export.runtime).
+Both take a uint8 [H, W, 3] image and return detect()'s result dict; calls are
+serialized by a lock (one model, many clients). `runtime` names what runs the model.
 detect_batch(images) gives each image's detect() result in as few model calls as the
 model takes (the server's batching).
 """
 import argparse
-import json
 import os
 import threading
 
@@ -17,9 +18,10 @@ from fashion.errors import CLIError
 class Predictor:
     """Base: labels (run meta: class_names, category_ids, attribute names) + a lock."""
 
-    def __init__(self, labels, source):
+    def __init__(self, labels, source, runtime="TensorFlow"):
         self.labels = labels
         self.source = source
+        self.runtime = runtime
         self._lock = threading.Lock()
 
     def detect(self, image):
@@ -42,7 +44,9 @@ class CheckpointPredictor(Predictor):
     """MaskRCNN.detect() on a checkpoint (the `detect` command's model)."""
 
     def __init__(self, model, meta, weights):
-        super().__init__(meta, os.path.abspath(weights))
+        import tensorflow as tf
+        super().__init__(meta, os.path.abspath(weights),
+                         f"TensorFlow {tf.__version__} detect() {model.precision}")
         self.model = model
 
     def _detect(self, image):
@@ -56,43 +60,36 @@ class CheckpointPredictor(Predictor):
         return super()._detect_batch(images)
 
 
-def saved_model_dir(path):
-    """PATH itself when it holds saved_model.pb, else its highest numeric version."""
-    path = os.fspath(path)
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return path
-    versions = sorted((int(d) for d in os.listdir(path) if d.isdigit()
-                       and os.path.isfile(os.path.join(path, d, "saved_model.pb")))
-                      if os.path.isdir(path) else [])
-    if not versions:
-        raise CLIError(f"--export {path} holds no SavedModel (saved_model.pb or "
-                       "<version>/saved_model.pb); write one with `fashion.py export`.")
-    return os.path.join(path, str(versions[-1]))
-
-
 class ExportPredictor(Predictor):
-    """An exported SavedModel's image_tensor signature + postprocess.to_results."""
+    """An export of any format (mrcnn.export.runtime.open_export) +
+    postprocess.to_results; a SavedModel runs a batch per image size in one call."""
 
     def __init__(self, path):
-        import tensorflow as tf
-        directory = saved_model_dir(path)
-        with open(os.path.join(directory, "assets", "labels.json"), encoding="utf-8") as f:
-            labels = json.load(f)
+        from mrcnn.export import ExportError
+        from mrcnn.export.runtime import open_export
+        try:
+            self.loaded = open_export(path)
+        except ExportError as e:
+            raise CLIError(f"--export: {e}") from None
+        labels = self.loaded.labels
         meta = dict(labels.get("extra") or {})
         meta.setdefault("class_names", labels["class_names"])
         meta.setdefault("attribute_names", labels["attribute_names"])
         meta.setdefault("category_ids", list(range(len(labels["class_names"]))))
-        super().__init__(meta, os.path.abspath(directory))
-        self._fn = tf.saved_model.load(directory).signatures["image_tensor"]
-        self._tf = tf
+        super().__init__(meta, os.path.abspath(self.loaded.path), self.loaded.runtime)
+        if self.loaded.format == "saved_model":
+            import tensorflow as tf
+            self._fn, self._tf = self.loaded.run.signature, tf
 
     def _detect(self, image):
         from mrcnn.export.postprocess import to_results
-        out = self._fn(images=self._tf.constant(np.asarray(image, np.uint8)[None]))
-        return to_results(out, [image.shape])[0]
+        return to_results(self.loaded.run(image), [image.shape])[0]
 
     def _detect_batch(self, images):
-        """One image_tensor call per image size ([B, H, W, 3] takes one size)."""
+        """SavedModel: one image_tensor call per image size ([B, H, W, 3] takes one
+        size); the converted formats take one image per call."""
+        if self.loaded.format != "saved_model":
+            return super()._detect_batch(images)
         from mrcnn.export.postprocess import to_results
         results, groups = [None] * len(images), {}
         for i, image in enumerate(images):

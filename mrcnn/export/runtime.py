@@ -81,6 +81,7 @@ def _saved_model(path):
     def run(image):
         out = fn(images=tf.constant(np.asarray(image, np.uint8)[None]))
         return {k: v.numpy() for k, v in out.items()}
+    run.signature = fn                      # batches: fn(images=uint8 [B, H, W, 3])
     return f"TensorFlow {tf.__version__} (SavedModel image_tensor)", run
 
 
