@@ -56,7 +56,21 @@ def cpu_line():
 
 
 def prepare(model, tmp, formats, calibration):
-    """Export directories {format: path} (converted, not self-checked: speed only)."""
+    """Export directories {format: path or the reason it could not be written}
+    (converted, not self-checked: speed only)."""
+    paths = {}
+    for fmt in formats:
+        if fmt in ("tf", "tf-bf16") or fmt in paths:
+            continue
+        try:
+            paths.update(_prepare(model, tmp, fmt, calibration, paths))
+        except Exception as e:  # a format that cannot be written here: its reason
+            paths[fmt] = RuntimeError(" ".join(str(e).split())[:160])
+    return paths
+
+
+def _prepare(model, tmp, fmt, calibration, done):
+    """{format: directory} for fmt (and the float model it needs, when not in done)."""
     from mrcnn.export import onnx as onnx_export, openvino as ov_export
     from mrcnn.export.metadata import labels_metadata
     from mrcnn.export.quantize import quantize_onnx, quantize_openvino
@@ -69,22 +83,32 @@ def prepare(model, tmp, formats, calibration):
         os.makedirs(path, exist_ok=True)
         write_json(os.path.join(path, "labels.json"), dict(labels, precision=precision))
         return path
-    if "saved_model" in formats:
-        paths["saved_model"] = model.export(os.path.join(tmp, "saved_model"), "saved_model")
-    if {"onnx", "onnx-int8"} & set(formats):
-        paths["onnx"] = directory("onnx")
-        onnx_export.convert(model, output_path=os.path.join(paths["onnx"], "model.onnx"))
-    if {"openvino", "openvino-bf16", "openvino-int8"} & set(formats):
-        paths["openvino"] = paths["openvino-bf16"] = directory("openvino")
-        ov_export.save(ov_export.to_openvino(model, tmp), paths["openvino"])
-    if "onnx-int8" in formats:
-        paths["onnx-int8"] = directory("onnx-int8", "int8")
-        quantize_onnx(os.path.join(paths["onnx"], "model.onnx"),
-                      os.path.join(paths["onnx-int8"], "model.onnx"), calibration)
-    if "openvino-int8" in formats:
-        paths["openvino-int8"] = directory("openvino-int8", "int8")
-        quantize_openvino(os.path.join(paths["openvino"], "model.xml"),
-                          paths["openvino-int8"], calibration, model.config)
+
+    def base(name):
+        if isinstance(done.get(name), str):
+            return done[name]
+        if name == "onnx":
+            path = directory("onnx")
+            onnx_export.convert(model, output_path=os.path.join(path, "model.onnx"))
+        else:
+            path = directory("openvino")
+            ov_export.save(ov_export.to_openvino(model, tmp), path)
+        paths[name] = path
+        return path
+    if fmt == "saved_model":
+        paths[fmt] = model.export(os.path.join(tmp, "saved_model"), "saved_model")
+    elif fmt == "onnx":
+        base("onnx")
+    elif fmt in ("openvino", "openvino-bf16"):
+        paths[fmt] = base("openvino")
+    elif fmt == "onnx-int8":
+        paths[fmt] = directory("onnx-int8", "int8")
+        quantize_onnx(os.path.join(base("onnx"), "model.onnx"),
+                      os.path.join(paths[fmt], "model.onnx"), calibration)
+    elif fmt == "openvino-int8":
+        paths[fmt] = directory("openvino-int8", "int8")
+        quantize_openvino(os.path.join(base("openvino"), "model.xml"), paths[fmt],
+                          calibration, model.config)
     return paths
 
 
@@ -113,7 +137,10 @@ def speed(backbone, size, formats, reps):
     # default) run 10x slower than TensorFlow; real models have no such values.
     calibrate_batch_norm(model, smooth_images(0, [(size, size)] * 2), passes=8)
     image = np.random.RandomState(0).randint(0, 255, (size, size, 3)).astype(np.uint8)
-    calibration = smooth_images(1, [(size, size)] * 4)
+    # Calibration: two images like the timed one (random weights detect on them) and
+    # two smooth ones; every layer then sees data, the mask head included.
+    calibration = [np.random.RandomState(k).randint(0, 255, (size, size, 3)).astype(np.uint8)
+                   for k in (1, 2)] + smooth_images(1, [(size, size)] * 2)
     tmp = tempfile.mkdtemp(prefix="bench_runtimes.")
     out = {}
     try:
@@ -130,6 +157,8 @@ def speed(backbone, size, formats, reps):
                                     "/tmp/bench_logs")
                     bf16.keras_model.set_weights(model.keras_model.get_weights())
                     detect = lambda im, m=bf16: m.detect([im])[0]  # noqa: E731
+                elif isinstance(paths.get(fmt), Exception):
+                    raise paths[fmt]
                 else:
                     loaded = open_export(paths[fmt], "bf16" if fmt.endswith("bf16") else None)
                     detect = lambda im, r=loaded.run: to_results(r(im), [im.shape])[0]  # noqa

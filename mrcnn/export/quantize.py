@@ -71,12 +71,21 @@ def quantize_onnx(float_path, out_path, images, keep_float=FLOAT32_LAYERS):
             image = next(self._feeds, None)
             return None if image is None else {"images": np.asarray(image, np.uint8)[None]}
 
-    with _quiet_logging():            # the quantizer logs every bias copy at INFO
-        quant.quantize_static(
-            float_path, out_path, Reader(), quant_format=quant.QuantFormat.QDQ,
-            op_types_to_quantize=["Conv", "MatMul", "Gemm"], per_channel=True,
-            activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
-            nodes_to_exclude=keep, calibrate_method=quant.CalibrationMethod.MinMax)
+    try:
+        with _quiet_logging():            # the quantizer logs every bias copy at INFO
+            quant.quantize_static(
+                float_path, out_path, Reader(), quant_format=quant.QuantFormat.QDQ,
+                op_types_to_quantize=["Conv", "MatMul", "Gemm"], per_channel=True,
+                activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
+                nodes_to_exclude=keep, calibrate_method=quant.CalibrationMethod.MinMax)
+    except AssertionError as e:
+        # A tensor empty on every calibration image (no detection, so the mask head
+        # never ran) has no range: onnxruntime asserts "scale issue".
+        raise ExportError(
+            f"The int8 calibration could not measure every layer's range ({e}): the "
+            f"{len(images)} calibration images gave the model no detections for some "
+            "layers to see; calibrate on more images (--calibration-images) where this "
+            "model detects garments.") from e
     return keep
 
 
