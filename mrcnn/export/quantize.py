@@ -79,13 +79,13 @@ def quantize_onnx(float_path, out_path, images, keep_float=FLOAT32_LAYERS):
                 activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8,
                 nodes_to_exclude=keep, calibrate_method=quant.CalibrationMethod.MinMax)
     except AssertionError as e:
-        # A tensor empty on every calibration image (no detection, so the mask head
-        # never ran) has no range: onnxruntime asserts "scale issue".
+        # A tensor that is empty (no detection, so the mask head never ran) or NaN on
+        # every calibration image has no range: onnxruntime asserts "scale issue".
         raise ExportError(
-            f"The int8 calibration could not measure every layer's range ({e}): the "
-            f"{len(images)} calibration images gave the model no detections for some "
-            "layers to see; calibrate on more images (--calibration-images) where this "
-            "model detects garments.") from e
+            f"The int8 calibration could not measure every layer's range ({e}): some "
+            "layers saw no values (no detections) or only NaN on the calibration "
+            "images; calibrate on more images (--calibration-images) where this model "
+            "detects garments.") from e
     return keep
 
 
