@@ -86,6 +86,8 @@ def _prepare(model, tmp, fmt, calibration, done):
         return path
 
     def base(name):
+        if isinstance(done.get(name), Exception):   # its float model failed already
+            raise done[name]
         if isinstance(done.get(name), str):
             return done[name]
         if name == "onnx":
