@@ -10,13 +10,13 @@ requirements = [line.split("#")[0].strip()
 
 setup(
     name="fashion-mrcnn",
-    version="0.1.0",
+    version="0.2.0",
     description="Keras 3 / TensorFlow 2 Mask R-CNN (matterport API) for clothing "
                 "segmentation, with EfficientNet-BiFPN backbones and attribute heads",
     long_description=(here / "README.md").read_text() if (here / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["mrcnn", "mrcnn.*", "fashion", "fashion.*"]),
-    package_data={"fashion": ["labels/*.json"]},
+    package_data={"fashion.data": ["labels/*.json"]},
     python_requires=">=3.10",
     install_requires=requirements,
     extras_require={

@@ -58,7 +58,7 @@ def make_config(size, backbone, mode_batch=1, classes=47, precision="float32"):
 def time_inference(size, backbone, reps, precision="float32"):
     """Median seconds per image of detect() on a random image; returns (median, params)."""
     from mrcnn.model import MaskRCNN
-    from mrcnn.precision import resolve_precision
+    from mrcnn.training.precision import resolve_precision
     if precision == "auto":  # what detect gets for a run trained with auto (its run file)
         precision = resolve_precision("auto")
     config = make_config(size, backbone, precision=precision)
@@ -136,7 +136,7 @@ def run_peer(python, script, size, threads, reps, local=False, no_train=False):
 
 def cpu_summary():
     """lscpu's model name and the bf16 flags of this CPU."""
-    from mrcnn.precision import CPU_BF16_FLAGS, describe_precision, host_cpu_flags
+    from mrcnn.training.precision import CPU_BF16_FLAGS, describe_precision, host_cpu_flags
     name = "unknown"
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -198,7 +198,7 @@ def main():
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="hand-set Config value for our model (e.g. RPN_CONV_DEPTH=256)")
     a = p.parse_args()
-    from mrcnn.config_values import parse_overrides
+    from mrcnn.config_io import parse_overrides
     OVERRIDES.update(parse_overrides(a.set))
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(a.threads)

@@ -4,7 +4,7 @@ raw        FashionDataset (JPEG decode + Kaggle RLE decode + resize) via build_r
 h5         H5RecordSource.get over a cache built once by build_h5_cache
 tfrecords  read_tfrecords (in-graph PNG decode, tf.data parallel map)
 
-The data is the synthetic demo set (fashion/demo_data.py) generated at 512 px.
+The data is the synthetic demo set (fashion/data/demo_data.py) generated at 512 px.
 
 Usage:
     python benchmarks/bench_data.py [--work-dir /tmp/fashion_bench] [--num-images 150]
@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fashion.dataset import FashionDataset  # noqa: E402
-from fashion.demo_data import generate_demo  # noqa: E402
+from fashion.data.fashion_dataset import FashionDataset  # noqa: E402
+from fashion.data.demo_data import generate_demo  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
 from mrcnn.data.h5cache import H5RecordSource, build_h5_cache  # noqa: E402
 from mrcnn.data.records import build_record  # noqa: E402

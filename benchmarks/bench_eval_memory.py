@@ -49,7 +49,7 @@ def main():
     a = p.parse_args()
     demo_images = int(a.counts[1] / 0.9) + 20
     sys.path.insert(0, ROOT)
-    from fashion.demo_data import generate_demo
+    from fashion.data.demo_data import generate_demo
     size = json.load(open(os.path.join(os.path.dirname(a.weights), "fashion_run.json")))
     size = int(size.get("config", size).get("IMAGE_MAX_DIM", 128))
     t = time.time()

@@ -118,7 +118,7 @@ def main():
               f"{(time.time() - t) / 60:.1f} min wall")
     # Speed at the comparison size: the same compact model, real pipeline vs cached.
     from fashion.config import make_config
-    from fashion.dataset import FashionDataset
+    from fashion.data.fashion_dataset import FashionDataset
     demo_dir = os.path.join(ROOT, "data", "demo")
     ds = FashionDataset()
     ds.load_imat2019(demo_dir, subset="train", limit=64)

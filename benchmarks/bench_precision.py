@@ -78,7 +78,7 @@ def agreement(weights, data_dir, limit=60, min_score=0.5, control=False):
     """Detections of one checkpoint in float32 vs mixed_bfloat16 on val images (and,
     with control, float32 on each image vs on the image with +-1 grey level of noise).
     Returns {comparison: (pairs of (IoU, garment side), detection counts)}."""
-    from fashion.dataset import FashionDataset
+    from fashion.data.fashion_dataset import FashionDataset
     ds = FashionDataset()
     ds.load_imat2019(data_dir, subset="val")
     ds.prepare()

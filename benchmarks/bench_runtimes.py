@@ -44,7 +44,7 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_i
 
 def cpu_line():
     """lscpu's model name and the flags that decide these runtimes' kernels."""
-    from mrcnn.precision import host_cpu_flags
+    from mrcnn.training.precision import host_cpu_flags
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
         name = next((l.split(":", 1)[1].strip() for l in out.splitlines()
@@ -150,10 +150,10 @@ def timed(detect, image, reps):
 
 def speed(backbone, size, formats, reps):
     """{format: (median seconds, detections) or an error string} for one model."""
-    from mrcnn.export.postprocess import to_results
+    from mrcnn.export.outputs import to_results
     from mrcnn.export.runtime import open_export
     from mrcnn.model import MaskRCNN
-    from mrcnn.precision import host_cpu_flags
+    from mrcnn.training.precision import host_cpu_flags
     from tests.export_model import smooth_images
     from tests.export_model import calibrate_batch_norm
     model = MaskRCNN("inference", busy_config(size, backbone), "/tmp/bench_logs")

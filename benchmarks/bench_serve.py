@@ -79,7 +79,7 @@ def request_bodies(args, count=8):
     files = sorted(glob.glob(os.path.join(args.out, "demo", "**", "*.jpg"), recursive=True))
     if not files:
         sys.path.insert(0, ROOT)
-        from fashion.demo_data import generate_demo
+        from fashion.data.demo_data import generate_demo
         generate_demo(os.path.join(args.out, "demo"), num_images=count, size=256)
         files = sorted(glob.glob(os.path.join(args.out, "demo", "**", "*.jpg"),
                                  recursive=True))

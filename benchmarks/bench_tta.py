@@ -5,7 +5,7 @@ iMaterialist 2019 score and time per image, for each --tta setting.
     python benchmarks/bench_tta.py --weights logs/fashion*/mask_rcnn_fashion_0006.h5 \
         --demo-dir data/demo --tta none flip 0.8,1.0,1.2,flip
 
-Settings are what `evaluate --tta ...` applies (fashion/tta.py: views merged by mask
+Settings are what `evaluate --tta ...` applies (fashion/inference/tta.py: views merged by mask
 voting); "none" is plain detect(). DETECTION_MIN_CONFIDENCE is 0.05 as in evaluate;
 the iMaterialist score counts predictions scoring >= 0.5 (evaluate's default).
 Time per image is CPU process time (2 threads), robust to other load on the machine.
@@ -23,10 +23,10 @@ def evaluate_setting(args, spec):
     """(metrics dict, seconds of CPU per image) of one --tta setting."""
     from fashion.cli_args import command_args
     from fashion.commands import evaluate
-    from fashion.data_sources import dataset_from_args
-    from fashion.detections import to_records
-    from fashion.detector import detector_from_args
-    from fashion.groundtruth import gt_coco
+    from fashion.data.sources import dataset_from_args
+    from fashion.inference.outputs import to_records
+    from fashion.inference.detector import detector_from_args
+    from mrcnn.evaluation.groundtruth import dataset_ground_truth
     from fashion.imat_metric import evaluate_imat
     from mrcnn.evaluation import evaluate_coco
     ns = command_args(evaluate, dataset="demo", demo_dir=args.demo_dir,
@@ -36,7 +36,7 @@ def evaluate_setting(args, spec):
     detector, meta, _ = detector_from_args(ns)
     ns.image_size = int(detector.model.config.IMAGE_MAX_DIM)
     dataset, _, _ = dataset_from_args(ns, "val")
-    gt = gt_coco(dataset)
+    gt = dataset_ground_truth(dataset, category_ids=dataset.category_ids)
     detector(dataset.load_image(dataset.image_ids[0]))            # build / trace first
     predictions, cpu = [], 0.0
     for image_id in dataset.image_ids:

@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def hard_demo(out_dir, num_images=750, size=256, seed=0, hard=True):
     """Generates (or reuses) the demo set and returns its directory."""
     sys.path.insert(0, ROOT)
-    from fashion.demo_data import generate_demo
+    from fashion.data.demo_data import generate_demo
     return str(generate_demo(out_dir, num_images=num_images, size=size, seed=seed,
                              hard=hard))
 

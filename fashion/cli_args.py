@@ -72,7 +72,7 @@ def add_model_args(p, data_flags=True):
 
 def parse_sets(items):
     """--set KEY=VALUE items -> dict (values parsed as JSON when they parse)."""
-    from mrcnn.config_values import parse_overrides
+    from mrcnn.config_io import parse_overrides
     try:
         return parse_overrides(items, "--set")
     except ValueError as e:
@@ -96,7 +96,7 @@ def build_config(args, train_ds, pretrained, saved=None, weights_path=None):
     the starting weights (--weights; weights_path: the file they come from), whose
     pyramid and head sizes the model takes (fashion.config.weights_layout)."""
     from fashion.config import make_config, weights_layout
-    from mrcnn.config_values import values_to_overrides
+    from mrcnn.config_io import values_to_overrides
     values = values_to_overrides(saved["config"]) if saved else {}
     values.update(weights_layout(getattr(args, "weights", None), weights_path))
     size = args.image_size or values.get("IMAGE_MAX_DIM") or (

@@ -7,9 +7,9 @@ backbone and whether pretrained weights are loaded:
 
 * Image-size settings (anchor scales, ROI counts, mask and mini-mask sizes, instance
   limits) scale with the image side, and equal matterport's at 1024 px
-  (``mrcnn.config_values.size_settings``; ``config_values`` / ``values_to_overrides``,
+  (``mrcnn.config_io.size_settings``; ``config_values`` / ``values_to_overrides``,
   which save a run's config and read it back, live there too).
-* The pyramid and head sizes follow ``LAYOUT`` (mrcnn/scaled_defaults.py): matterport's
+* The pyramid and head sizes follow ``LAYOUT`` (mrcnn/layout.py): matterport's
   where its weights are loaded (``--weights coco``), a table row sized to the backbone
   and image otherwise (``weights_layout`` picks it from the starting weights, and reads
   a checkpoint's own sizes from the file).
@@ -24,9 +24,9 @@ Example:
     config.display()
 """
 from mrcnn.config import Config
-from mrcnn.config_values import size_settings
-# Re-exported for existing callers; their home is mrcnn.config_values.
-from mrcnn.config_values import COMPUTED, config_values, values_to_overrides  # noqa: F401
+from mrcnn.config_io import size_settings
+# Re-exported for existing callers; their home is mrcnn.config_io.
+from mrcnn.config_io import COMPUTED, config_values, values_to_overrides  # noqa: F401
 
 
 class FashionConfig(Config):
@@ -84,8 +84,8 @@ def weights_layout(weights, path=None):
     """Config values that make a model fit its starting weights: LAYOUT "scaled" for
     none/imagenet, "matterport" for coco, and for a weight file (a checkpoint, a
     matterport file) the pyramid and head sizes it holds."""
-    from mrcnn.scaled_defaults import MATTERPORT, sizes_in_weights
-    from mrcnn.weights_io import read_weight_shapes
+    from mrcnn.layout import MATTERPORT, sizes_in_weights
+    from mrcnn.weights.by_name import read_weight_shapes
     if weights in ("none", "imagenet"):
         return {"LAYOUT": "scaled"}
     if weights == "coco":

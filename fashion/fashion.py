@@ -138,7 +138,7 @@ def main(argv=None):
         return 130
     except (CLIError, ValueError, KeyError, FileNotFoundError, IsADirectoryError,
             RuntimeError) as e:
-        if isinstance(e, RuntimeError) and type(e).__module__ != "mrcnn.weights":
+        if isinstance(e, RuntimeError) and type(e).__module__ != "mrcnn.weights.download":
             raise
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2

@@ -18,7 +18,7 @@ CLASS_SIZED_LAYERS = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_mask"]
 
 
 def write_run_file(log_dir, config, meta, extra=None):
-    from mrcnn.config_values import config_values
+    from mrcnn.config_io import config_values
     from mrcnn.fileio import write_json
     data = {"config": config_values(config), **meta, **(extra or {})}
     return write_json(os.path.join(log_dir, RUN_FILE), data)
@@ -45,7 +45,7 @@ def find_last_checkpoint(logs, name="fashion"):
 
 def find_best_checkpoint(logs, name="fashion"):
     """The best checkpoint (mask_rcnn_fashion_best.h5) of the newest run under logs."""
-    from mrcnn.checkpoints import best_checkpoint
+    from mrcnn.training.checkpoints import best_checkpoint
     run_dir = os.path.dirname(find_last_checkpoint(logs, name))
     path = best_checkpoint(run_dir)
     if path is None:
@@ -58,7 +58,7 @@ def find_best_checkpoint(logs, name="fashion"):
 def record_best(log_dir):
     """Copies the run's best checkpoint (best.json, written while training) into the
     run file as "best": {metric, mode, epoch, value, path}; returns it or None."""
-    from mrcnn.checkpoints import read_best
+    from mrcnn.training.checkpoints import read_best
     from mrcnn.fileio import write_json
     best = read_best(log_dir)
     path = os.path.join(log_dir, RUN_FILE)
@@ -88,11 +88,12 @@ def resolve_checkpoint(weights, logs):
 
 def load_checkpoint(model, path, by_name=False, exclude=None):
     """model.load_weights with a one-sentence error when the file does not fit."""
-    from mrcnn.weights_io import SizesMismatch, WeightsLayoutError
+    from mrcnn.weights.by_name import SizesMismatch, WeightsLayoutError
     try:
         return model.load_weights(path, by_name=by_name, exclude=exclude)
-    except SizesMismatch as e:
-        raise CLIError(str(e)) from None
+    except SizesMismatch as e:  # the library names the Config key; the CLI sets it so
+        raise CLIError(str(e).replace('LAYOUT = "matterport" in its Config',
+                                      "--set LAYOUT=matterport")) from None
     except WeightsLayoutError as e:
         detail = str(e).split(";")[0]
         c = model.config
@@ -104,9 +105,9 @@ def load_checkpoint(model, path, by_name=False, exclude=None):
 def _inference_values(args, path):
     """(run meta, Config values) of the checkpoint at path and the model flags."""
     from fashion.cli_args import parse_sets
-    from mrcnn.config_values import values_to_overrides
+    from mrcnn.config_io import values_to_overrides
     from fashion.config import weights_layout
-    from fashion.data_sources import labels_meta
+    from fashion.data.sources import labels_meta
     run = read_run_file(path)
     if run is not None:
         meta = {k: v for k, v in run.items() if k != "config"}
@@ -135,7 +136,7 @@ def inference_precision(trained):
     """The policy to detect with: this machine's half precision ("auto" as in training)
     for a run trained in a mixed policy, float32 for anything else. Outputs are float32
     either way."""
-    from mrcnn.precision import resolve_precision
+    from mrcnn.training.precision import resolve_precision
     if trained in ("mixed_bfloat16", "mixed_float16"):
         return resolve_precision("auto")
     return "float32"

@@ -55,7 +55,7 @@ class Config:
 
     # Layout of the pyramid and heads. "matterport": matterport's sizes below, which its
     # weight files (mask_rcnn_coco.h5) need. "scaled": the sizes not set in a subclass
-    # follow the backbone and image size (one table, mrcnn/scaled_defaults.py; EfficientDet's
+    # follow the backbone and image size (one table, mrcnn/layout.py; EfficientDet's
     # D0-D7 widths for EfficientNet), a model sized to the job for training without
     # matterport's weights. None: "matterport" for ResNet50/101, "scaled" for ResNet18 and
     # EfficientNet (no matterport weights exist for them).
@@ -72,7 +72,7 @@ class Config:
     MASK_HEAD_DEPTH = 256
     MASK_HEAD_CONVS = 4
     # These are matterport's sizes; with LAYOUT "scaled" the ones not set in a subclass
-    # come from mrcnn/scaled_defaults.py.
+    # come from mrcnn/layout.py.
 
     # Number of classes including background.
     NUM_CLASSES = 1
@@ -151,7 +151,7 @@ class Config:
     WARMUP_STEPS = 0
     # Learning rate after warm-up: "cosine" or "linear" decay to LR_FLOOR x the rate on
     # the stage's last step (the time budget's last step with train(time_budget=...)),
-    # or "constant" (see mrcnn/schedules.py).
+    # or "constant" (see mrcnn/training/schedules.py).
     LR_SCHEDULE = "cosine"
     LR_FLOOR = 0.01
 
@@ -179,7 +179,7 @@ class Config:
 
     # Exponential moving average of the trained weights (0 = off): after each step
     # average = EMA_DECAY x average + (1 - EMA_DECAY) x weight; checkpoints, evaluation
-    # and the final model are the average (mrcnn/ema.py).
+    # and the final model are the average (mrcnn/training/ema.py).
     EMA_DECAY = 0.0
 
     # Use RPN ROIs or externally generated ROIs for training.
@@ -211,7 +211,7 @@ class Config:
     JIT_COMPILE = False
 
     # Precision policy: "auto" (bfloat16 on CPUs with avx512_bf16/AMX and GPUs of compute
-    # capability >= 8.0, float16 on 7.x GPUs, float32 elsewhere; see mrcnn/precision.py),
+    # capability >= 8.0, float16 on 7.x GPUs, float32 elsewhere; see mrcnn/training/precision.py),
     # None or "float32", "mixed_float16" or "mixed_bfloat16".
     MIXED_PRECISION = "auto"
 
@@ -228,7 +228,7 @@ class Config:
                                          self.IMAGE_CHANNEL_COUNT])
         # the layout is defined once, in mrcnn/meta.py
         self.IMAGE_META_SIZE = meta_size(self.NUM_CLASSES)
-        from mrcnn.scaled_defaults import apply_scaled_defaults
+        from mrcnn.layout import apply_scaled_defaults
         apply_scaled_defaults(self, Config)
         self.validate()
 

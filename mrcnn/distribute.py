@@ -228,8 +228,8 @@ def check_tpu_inputs(data, config, augmentation):
                          "do; use augmentation='flip' (in-graph) or None with TPUs.")
     if not (is_file_pattern(data) or isinstance(data, tf.data.Dataset)):
         raise ValueError(f"TPU training reads TFRecords, not a {type(data).__name__}; "
-                         "write them with mrcnn.data.tfrecords.write_tfrecords (or "
-                         "`fashion.py` data tools) and pass the file pattern.")
+                         "write them with mrcnn.data.tfrecords.write_tfrecords and "
+                         "pass the file pattern.")
 
 
 def fixed_shape_inputs(file_pattern, config, batch_size=None, flip=False, repeat=True):

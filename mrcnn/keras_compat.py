@@ -12,7 +12,7 @@ a clear message if a new version renames or removes one of them:
   MultiWorkerMirroredStrategy spans more than one worker.
 - ``keras.optimizers.Optimizer._trainable_variables`` and
   ``._model_variables_moving_average`` (with ``use_ema``): the weights and their
-  moving averages, read by mrcnn.ema.
+  moving averages, read by mrcnn.training.ema.
 - ``keras.Model.fit`` caches its validation iterator as ``model._eval_epoch_iterator``
   (an ``EpochIterator``), whose ``reset()`` drops ``_current_iterator``: used by
   :class:`KeepValidationIterator`.

@@ -26,17 +26,17 @@ import numpy as np
 import tensorflow as tf
 
 from mrcnn import distribute, graph, inference, utils
-from mrcnn.callback_list import training_callbacks
-from mrcnn.callbacks import AtomicCheckpoint, BudgetProgress, TimeBudget
-from mrcnn.checkpoints import EarlyStopping, epoch_checkpoints
-from mrcnn.ema import AverageIn, AverageOut
+from mrcnn.training.callbacks import training_callbacks
+from mrcnn.training.callbacks import AtomicCheckpoint, BudgetProgress, TimeBudget
+from mrcnn.training.checkpoints import EarlyStopping, epoch_checkpoints
+from mrcnn.training.ema import AverageIn, AverageOut
 from mrcnn.data.pipeline import NoUsableSamples, SkipCounter, training_inputs
-from mrcnn.precision import resolve_precision
-from mrcnn.schedules import BudgetedLearningRate
-from mrcnn.training import (MaskRCNNTrainModel, layers_regex, make_optimizer,
+from mrcnn.training.precision import resolve_precision
+from mrcnn.training.schedules import BudgetedLearningRate
+from mrcnn.training.trainer import (MaskRCNNTrainModel, layers_regex, make_optimizer,
                             set_trainable)
 from mrcnn.utils import norm_anchors
-from mrcnn.weights_io import is_keras3_file, load_weights_by_name
+from mrcnn.weights.by_name import is_keras3_file, load_weights_by_name
 
 log = logging.getLogger("mrcnn")
 
@@ -187,7 +187,7 @@ class MaskRCNN:
 
     def get_imagenet_weights(self):
         """Path of the ImageNet weights of the config's backbone (downloaded if needed)."""
-        from mrcnn.weights import get_weights
+        from mrcnn.weights.download import get_weights
         backbone = self.config.BACKBONE
         name = f"{backbone}-imagenet" if isinstance(backbone, str) else None
         return get_weights(name)
@@ -206,10 +206,10 @@ class MaskRCNN:
         last checkpoint and the final evaluation end: training stops early enough for
         them, and progress shows the budget's time (verbose=1). keep_last: epoch checkpoints to keep
         (None: all); keep_best: an epoch-log key ("segm_AP50", "val_loss") whose best
-        epoch is kept as mask_rcnn_<name>_best.h5 with best.json (mrcnn.checkpoints).
-        evaluation: an EvaluationCallback (mrcnn.evaluation.during_training) adding
+        epoch is kept as mask_rcnn_<name>_best.h5 with best.json (mrcnn.training.checkpoints).
+        evaluation: an EvaluationCallback (mrcnn.training.evaluation_callback) adding
         val AP to the epoch logs, TensorBoard and the training curve. patience: stop
-        when keep_best has not improved for this many evaluations (mrcnn.checkpoints.
+        when keep_best has not improved for this many evaluations (mrcnn.training.checkpoints.
         EarlyStopping); afterwards `stopped_early` is True.
         """
         assert self.mode == "training", "Create model in training mode."
@@ -228,6 +228,9 @@ class MaskRCNN:
         chief = distribute.is_chief(self.strategy)
         if chief:  # only the chief writes checkpoints and logs
             self.create_log_dir()
+        if evaluation is not None and evaluation.build_inference is None:
+            evaluation.build_inference = lambda config, model_dir: MaskRCNN(
+                "inference", config, model_dir)
         callbacks = training_callbacks(self.log_dir, self.checkpoint_path, bs, chief,
                                        str(layers), keep_last, keep_best, evaluation,
                                        patience)

@@ -3,16 +3,15 @@
 Boxes are [N, (y1, x1, y2, x2)] in pixels with exclusive y2/x2 unless said otherwise;
 masks are [height, width, N] bool.
 """
-import functools
 import logging
-import math
-import warnings
 
 import numpy as np
-import skimage.transform
 
 from mrcnn.data.dataset import Dataset, read_image  # noqa: F401  (matterport's utils.Dataset)
+from mrcnn.data.resize import resize, resize_image, resize_mask  # noqa: F401  (matterport's names)
 from mrcnn.meta import compose_image_meta, parse_image_meta  # noqa: F401  (matterport's names)
+from mrcnn.ops.anchors import (compute_backbone_shapes, generate_anchors,  # noqa: F401
+                               generate_pyramid_anchors, pixel_anchors)
 
 log = logging.getLogger("mrcnn")
 
@@ -142,89 +141,6 @@ def trim_zeros(x):
     return x[~np.all(x == 0, axis=1)]
 
 
-# ----------------------------------------------------------------------------- images
-def resize(image, output_shape, order=1, mode="constant", cval=0, clip=True,
-           preserve_range=False, anti_aliasing=False, anti_aliasing_sigma=None):
-    """skimage.transform.resize with matterport's defaults."""
-    return skimage.transform.resize(
-        image, output_shape, order=order, mode=mode, cval=cval, clip=clip,
-        preserve_range=preserve_range, anti_aliasing=anti_aliasing,
-        anti_aliasing_sigma=anti_aliasing_sigma)
-
-
-def resize_image(image, min_dim=None, max_dim=None, min_scale=None, mode="square"):
-    """Resizes an image keeping its aspect ratio.
-
-    mode: "none" (unchanged), "square" (scale then pad to max_dim x max_dim), "pad64"
-    (pad sides to multiples of 64), "crop" (random min_dim x min_dim crop).
-    Returns (image, window (y1, x1, y2, x2), scale, padding, crop).
-    """
-    image_dtype = image.dtype
-    h, w = image.shape[:2]
-    window = (0, 0, h, w)
-    scale = 1
-    padding = [(0, 0), (0, 0), (0, 0)]
-    crop = None
-    if mode == "none":
-        return image, window, scale, padding, crop
-    if min_dim:
-        scale = max(1, min_dim / min(h, w))
-    if min_scale and scale < min_scale:
-        scale = min_scale
-    if max_dim and mode == "square":
-        image_max = max(h, w)
-        if round(image_max * scale) > max_dim:
-            scale = max_dim / image_max
-    if scale != 1:
-        image = resize(image, (round(h * scale), round(w * scale)), preserve_range=True)
-    if mode == "square":
-        h, w = image.shape[:2]
-        top = (max_dim - h) // 2
-        left = (max_dim - w) // 2
-        padding = [(top, max_dim - h - top), (left, max_dim - w - left), (0, 0)]
-        image = np.pad(image, padding, mode="constant", constant_values=0)
-        window = (top, left, h + top, w + left)
-    elif mode == "pad64":
-        h, w = image.shape[:2]
-        assert min_dim % 64 == 0, "Minimum dimension must be a multiple of 64"
-        bottom_pad = (64 - h % 64) % 64
-        right_pad = (64 - w % 64) % 64
-        top, left = bottom_pad // 2, right_pad // 2
-        padding = [(top, bottom_pad - top), (left, right_pad - left), (0, 0)]
-        image = np.pad(image, padding, mode="constant", constant_values=0)
-        window = (top, left, h + top, w + left)
-    elif mode == "crop":
-        h, w = image.shape[:2]
-        y = np.random.randint(0, (h - min_dim) + 1)
-        x = np.random.randint(0, (w - min_dim) + 1)
-        crop = (y, x, min_dim, min_dim)
-        image = image[y:y + min_dim, x:x + min_dim]
-        window = (0, 0, min_dim, min_dim)
-    else:
-        raise ValueError(f"Mode {mode!r} not supported; use none, square, pad64 or crop.")
-    return image.astype(image_dtype), window, scale, padding, crop
-
-
-def resize_mask(mask, scale, padding, crop=None):
-    """Resizes masks [H, W, N] with the scale and padding of resize_image."""
-    if mask.shape[-1] == 0:
-        h, w = mask.shape[:2]
-        h2, w2 = round(h * scale), round(w * scale)
-        out = np.zeros((h2, w2, 0), dtype=bool)
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out = resize(mask.astype(np.float32), (round(mask.shape[0] * scale),
-                                                   round(mask.shape[1] * scale)),
-                         order=0, preserve_range=True) > 0.5
-    if crop is not None:
-        y, x, h, w = crop
-        out = out[y:y + h, x:x + w]
-    else:
-        out = np.pad(out, padding, mode="constant", constant_values=0)
-    return out.astype(bool)
-
-
 def minimize_mask(bbox, mask, mini_shape):
     """Crops each mask to its box and resizes it to mini_shape -> [h, w, N] bool."""
     mini_mask = np.zeros(tuple(mini_shape) + (mask.shape[-1],), dtype=bool)
@@ -264,55 +180,6 @@ def unmold_mask(mask, bbox, image_shape):
 
 
 # ----------------------------------------------------------------------------- anchors
-def generate_anchors(scales, ratios, shape, feature_stride, anchor_stride):
-    """Anchors of one pyramid level -> [N, (y1, x1, y2, x2)] in pixels.
-
-    Order: for each cell (row-major), for each ratio (the scale is one number).
-    """
-    scales, ratios = np.meshgrid(np.array(scales), np.array(ratios))
-    scales = scales.flatten()
-    ratios = ratios.flatten()
-    heights = scales / np.sqrt(ratios)
-    widths = scales * np.sqrt(ratios)
-    shifts_y = np.arange(0, shape[0], anchor_stride) * feature_stride
-    shifts_x = np.arange(0, shape[1], anchor_stride) * feature_stride
-    shifts_x, shifts_y = np.meshgrid(shifts_x, shifts_y)
-    box_widths, box_centers_x = np.meshgrid(widths, shifts_x)
-    box_heights, box_centers_y = np.meshgrid(heights, shifts_y)
-    centers = np.stack([box_centers_y, box_centers_x], axis=2).reshape([-1, 2])
-    sizes = np.stack([box_heights, box_widths], axis=2).reshape([-1, 2])
-    return np.concatenate([centers - 0.5 * sizes, centers + 0.5 * sizes], axis=1)
-
-
-def generate_pyramid_anchors(scales, ratios, feature_shapes, feature_strides,
-                             anchor_stride):
-    """Anchors of all levels, concatenated in level order (P2 first)."""
-    anchors = [generate_anchors(scales[i], ratios, feature_shapes[i], feature_strides[i],
-                                anchor_stride) for i in range(len(scales))]
-    return np.concatenate(anchors, axis=0)
-
-
-def compute_backbone_shapes(config, image_shape):
-    """[levels, 2] feature map sizes of P2..P6 for an image shape."""
-    if callable(config.BACKBONE) and config.COMPUTE_BACKBONE_SHAPE:
-        return config.COMPUTE_BACKBONE_SHAPE(image_shape)
-    return np.array([[int(math.ceil(image_shape[0] / s)), int(math.ceil(image_shape[1] / s))]
-                     for s in config.BACKBONE_STRIDES])
-
-
-@functools.lru_cache(maxsize=16)
-def _cached_anchors(scales, ratios, strides, anchor_stride, shape):
-    shapes = [[int(math.ceil(shape[0] / s)), int(math.ceil(shape[1] / s))] for s in strides]
-    return generate_pyramid_anchors(scales, ratios, shapes, strides, anchor_stride)
-
-
-def pixel_anchors(config, image_shape):
-    """[A, (y1, x1, y2, x2)] float32 anchors in pixels for an image shape (cached)."""
-    return _cached_anchors(tuple(config.RPN_ANCHOR_SCALES), tuple(config.RPN_ANCHOR_RATIOS),
-                           tuple(config.BACKBONE_STRIDES), config.RPN_ANCHOR_STRIDE,
-                           tuple(int(s) for s in image_shape[:2])).astype(np.float32)
-
-
 def norm_anchors(config, image_shape):
     """[A, 4] anchors in normalised coordinates (what the graph consumes)."""
     return norm_boxes(pixel_anchors(config, image_shape), image_shape[:2])

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from mrcnn.callbacks import BudgetProgress, TimeBudget, clock_text
+from mrcnn.training.callbacks import BudgetProgress, TimeBudget, clock_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

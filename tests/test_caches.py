@@ -7,8 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from fashion.dataset import FashionDataset
-from fashion.demo_data import generate_demo
+from fashion.data.fashion_dataset import FashionDataset
+from fashion.data.demo_data import generate_demo
 from mrcnn.config import Config
 from mrcnn.data.h5cache import H5RecordSource, StaleCacheError, build_h5_cache
 from mrcnn.data.records import build_record

@@ -12,7 +12,7 @@ from mrcnn.config import Config
 from mrcnn.data.pipeline import training_inputs
 from mrcnn.model import MaskRCNN
 from mrcnn.training import MaskRCNNTrainModel, make_optimizer, set_trainable, LAYER_REGEX
-from mrcnn.weights_io import WeightsLayoutError
+from mrcnn.weights.by_name import WeightsLayoutError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -136,7 +136,7 @@ def test_save_reload_identical_detections(inference_tiny, tiny_config, tmp_path,
     tolerance: this barely trained model's mask probabilities sit near the 0.5
     threshold, and two model instances once differed in 261 of 229,376 mask pixels
     (0.11%) from 1e-7 differences."""
-    from mrcnn.weights_io import save_weights_by_name
+    from mrcnn.weights.by_name import save_weights_by_name
     path = str(tmp_path / "w.h5")
     save_weights_by_name(inference_tiny.keras_model, path)
     other = MaskRCNN("inference", tiny_config, str(tmp_path))
@@ -241,7 +241,7 @@ def test_images_without_instances_are_skipped_and_counted(tiny_config, shapes_da
 
 
 def test_augmentation_moves_masks_with_image(tiny_config, shapes_data):
-    from mrcnn.compat import import_imgaug
+    from mrcnn.data.imgaug_compat import import_imgaug
     from mrcnn.data.pipeline import augment_record
     from mrcnn.data.records import build_record
     iaa = import_imgaug()

@@ -135,7 +135,7 @@ def test_dockerignore_excludes(path):
 
 @pytest.mark.parametrize("path", [
     "setup.py", "requirements.txt", "README.md", "mrcnn/__init__.py",
-    "mrcnn/data/__init__.py", "mrcnn/visualize.py", "fashion/labels/imat2020_label_descriptions.json",
+    "mrcnn/data/__init__.py", "mrcnn/visualize.py", "fashion/data/labels/imat2020_label_descriptions.json",
     "weights/download.py", "weights/README.md", "weights/__init__.py",
     "docker/Dockerfile", "tests/data/fashionpedia_api_fake_results.json"])
 def test_dockerignore_keeps_code(path):

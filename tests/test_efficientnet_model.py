@@ -81,7 +81,7 @@ def test_b0_convs_start_from_distinct_kernels(b0_trained):
 
 
 def test_b0_detects_saves_and_reloads(b0_trained, shapes_data, tmp_path):
-    from mrcnn.weights_io import save_weights_by_name
+    from mrcnn.weights.by_name import save_weights_by_name
     model, config = b0_trained
     path = str(tmp_path / "b0.h5")
     save_weights_by_name(model.keras_model, path)
@@ -98,7 +98,7 @@ def test_b0_detects_saves_and_reloads(b0_trained, shapes_data, tmp_path):
 
 def test_resnet_checkpoint_into_efficientnet_loads_heads(inference_tiny, tmp_path):
     """A ResNet-FPN checkpoint loads its heads into an EfficientNet model by name."""
-    from mrcnn.weights_io import save_weights_by_name
+    from mrcnn.weights.by_name import save_weights_by_name
     path = str(tmp_path / "resnet.h5")
     save_weights_by_name(inference_tiny.keras_model, path)
 

@@ -1,9 +1,9 @@
 """EMA_DECAY: checkpoints and evaluation see the moving average, training its own weights,
-and the average stays in the model after the last epoch (mrcnn/ema.py)."""
+and the average stays in the model after the last epoch (mrcnn/training/ema.py)."""
 import keras
 import numpy as np
 
-from mrcnn.ema import AverageIn, AverageOut
+from mrcnn.training.ema import AverageIn, AverageOut
 
 
 class Record(keras.callbacks.Callback):

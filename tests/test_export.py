@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mrcnn.export import ExportError, postprocess, preprocess
+from mrcnn.export import ExportError, preprocess
+from mrcnn.export import outputs as postprocess
 from tests.export_model import shared_model, shared_saved_model, smooth_images
 from tests.parity import compare
 
@@ -307,7 +308,7 @@ def test_cli_export_from_a_checkpoint(model, tmp_path, images):
     """fashion.py export --weights PATH: names from fashion_run.json travel with it."""
     from fashion.fashion import main
     from fashion.runs import write_run_file
-    from mrcnn.weights_io import save_weights_by_name
+    from mrcnn.weights.by_name import save_weights_by_name
     from tests.export_model import ATTRIBUTES, EXTRA, NAMES
     run_dir = tmp_path / "logs" / "fashion20250101T0000"
     run_dir.mkdir(parents=True)

@@ -79,7 +79,7 @@ def test_benchmark_writes_table_csv_and_chart(bench):
 
 
 def test_openvino_export_matches_detect(bench, float_model):
-    from mrcnn.export import postprocess
+    from mrcnn.export import outputs as postprocess
     from mrcnn.export.runtime import open_export
     from tests.export_model import smooth_images
     model = float_model[0]
@@ -126,7 +126,7 @@ def test_int8_guard_refuses_a_quantization_that_loses_accuracy(trained, float_mo
                                                               tmp_path):
     """Calibrated on black images, the activation ranges are far too narrow: the int8
     model loses about 0.1 segm AP here (0.18 -> 0.06 when this test was written)."""
-    from fashion.export_eval import evaluate, export_detector, val_split
+    from fashion.commands.export_eval import evaluate, export_detector, val_split
     from fashion.cli_args import command_args
     from fashion.commands import export as export_cmd
     from mrcnn.export.quantize import QuantizationRefused, export_int8

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from fashion import rle
+from fashion.data import rle
 from fashion.config import FROM_SCRATCH, make_config
 from fashion.fashion import main
 
@@ -399,7 +399,7 @@ def test_image_directory_without_images(env, tmp_path):
 
 
 def test_coco_weights_offline_names_url_and_path(env, tmp_path, monkeypatch):
-    from mrcnn import weights
+    from mrcnn.weights import download as weights
     entry = weights.REGISTRY["coco"]
     offline = weights.WeightsEntry("coco", entry.filename, "http://127.0.0.1:9/mask_rcnn_coco.h5",
                                    entry.hash, entry.size)

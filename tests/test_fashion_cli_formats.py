@@ -29,7 +29,7 @@ TINY = ["--weights", "none", "--backbone", "resnet18", "--image-size", "64",
         "--schedule", "all:1", "--steps-per-epoch", "2", "--images-per-gpu", "1",
         "--set", "TOP_DOWN_PYRAMID_SIZE=64", "--set", "FPN_CLASSIF_FC_LAYERS_SIZE=128",
         "--set", "ATTRIBUTE_FC_SIZE=64", "--set", "TRAIN_ROIS_PER_IMAGE=16"]
-LABELS = os.path.join(ROOT, "fashion", "labels")
+LABELS = os.path.join(ROOT, "fashion", "data", "labels")
 
 
 def run(argv):
@@ -74,7 +74,7 @@ def records(tmp_path_factory):
 
 
 def test_tfrecords_command_writes_shards_that_read_back_as_the_records(records):
-    from fashion.data_sources import load_dataset
+    from fashion.data.sources import load_dataset
     from fashion.config import make_config
     from mrcnn.data.records import build_record
     from mrcnn.data.tfrecords import read_tfrecords

@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from fashion import rle
-from fashion.dataset import FashionDataset, stratified_split
-from fashion.demo_data import generate_demo
-from fashion.labels import LABEL_DIR, load_labels
+from fashion.data import rle
+from fashion.data.fashion_dataset import FashionDataset, stratified_split
+from fashion.data.demo_data import generate_demo
+from fashion.data.labels import LABEL_DIR, load_labels
 
 REPO = Path(__file__).resolve().parent.parent
 H, W = 12, 10

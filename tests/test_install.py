@@ -52,7 +52,7 @@ def _run(installed, script, *args):
 
 def test_packages_come_from_the_install_with_their_label_files(installed):
     proc = subprocess.run(
-        [sys.executable, "-c", "import fashion, mrcnn; from fashion.labels import "
+        [sys.executable, "-c", "import fashion, mrcnn; from fashion.data.labels import "
          "label_file; print(fashion.__file__); print(mrcnn.__file__); "
          "print(label_file('imat2019'))"],
         capture_output=True, text=True, timeout=60, cwd=str(installed["work"]),

@@ -95,5 +95,5 @@ def test_optimizer_ema_attributes_exist():
     opt.build([v])
     for name in keras_compat.OPTIMIZER_EMA_ATTRIBUTES:
         assert len(getattr(opt, name, [])) == 1, (
-            f"keras {keras.__version__}: optimizers no longer keep {name}; mrcnn/ema.py "
+            f"keras {keras.__version__}: optimizers no longer keep {name}; mrcnn/training/ema.py "
             "reads the weights' moving averages from it - update it.")

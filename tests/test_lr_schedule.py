@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mrcnn.schedules import BudgetedLearningRate, learning_rate_at, lr_factor
+from mrcnn.training.schedules import BudgetedLearningRate, learning_rate_at, lr_factor
 
 
 def test_factor_shapes():
@@ -98,7 +98,7 @@ def test_without_budget_the_planned_steps_end_at_the_floor():
 def test_budgeted_training_run_logs_the_rate_and_ends_at_the_floor(tiny_config, shapes_data,
                                                                    tmp_path, monkeypatch):
     import mrcnn.model
-    from mrcnn.callbacks import TimeBudget
+    from mrcnn.training.callbacks import TimeBudget
     from mrcnn.model import MaskRCNN
 
     class StepClockBudget(TimeBudget):

@@ -1,9 +1,9 @@
-"""FusedAdamW takes Keras AdamW's steps (mrcnn/optimizers.py)."""
+"""FusedAdamW takes Keras AdamW's steps (mrcnn/training/optimizers.py)."""
 import keras
 import numpy as np
 import tensorflow as tf
 
-from mrcnn.optimizers import FusedAdamW
+from mrcnn.training.optimizers import FusedAdamW
 
 
 def _run(optimizer, steps=6, in_graph=False):

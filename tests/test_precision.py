@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mrcnn.precision import choose_precision, describe_precision, resolve_precision
+from mrcnn.training.precision import choose_precision, describe_precision, resolve_precision
 
 NO_BF16 = {"fpu", "sse2", "avx2", "avx512f", "avx512bw"}
 
@@ -108,7 +108,7 @@ def test_auto_inference_keeps_float32_so_foreign_weights_give_their_answers():
 
 def test_cli_infers_in_half_precision_only_for_runs_trained_in_it():
     from fashion.runs import inference_precision
-    from mrcnn.precision import resolve_precision as resolve
+    from mrcnn.training.precision import resolve_precision as resolve
     assert inference_precision(None) == "float32"
     assert inference_precision("float32") == "float32"
     assert inference_precision("mixed_bfloat16") == resolve("auto")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from fashion import rle
+from fashion.data import rle
 
 
 def random_masks(seed=0):

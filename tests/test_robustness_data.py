@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from pycocotools import mask as mask_utils
 
-from fashion import rle
-from fashion.dataset import FashionDataset
+from fashion.data import rle
+from fashion.data.fashion_dataset import FashionDataset
 from tests.test_fashion_cli import assert_bad_input, run
 from tests.test_fashion_dataset import write_fashionpedia, write_image, write_imat2019
 

@@ -125,7 +125,7 @@ def test_mask_curves_and_attributes_of_the_hand_made_case():
 def test_early_stopping_counts_evaluations_and_continues_a_run(tmp_path):
     import keras
 
-    from mrcnn.checkpoints import EarlyStopping
+    from mrcnn.training.checkpoints import EarlyStopping
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.stop_training = False                  # as fit() sets it
     stop = EarlyStopping("segm_AP50", 2)
@@ -224,7 +224,7 @@ def test_report_only_writes_the_data_report_without_training(env, tmp_path):
 
 def test_batches_are_drawn_from_the_model_inputs(env):
     from fashion.config import make_config
-    from fashion.dataset import FashionDataset
+    from fashion.data.fashion_dataset import FashionDataset
     from mrcnn.report.batches import batch_instances, first_batches
     from mrcnn.utils import extract_bboxes
     dataset = FashionDataset()

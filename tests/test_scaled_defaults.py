@@ -1,9 +1,9 @@
-"""Models that load no matterport weights are sized by one table (mrcnn/scaled_defaults.py)
+"""Models that load no matterport weights are sized by one table (mrcnn/layout.py)
 unless the user set the sizes; matterport's layout stays where its weights load."""
 import pytest
 
 from mrcnn.config import Config, ConfigError
-from mrcnn.scaled_defaults import MATTERPORT, scaled_sizes
+from mrcnn.layout import MATTERPORT, scaled_sizes
 
 SIZES = ("TOP_DOWN_PYRAMID_SIZE", "RPN_CONV_DEPTH", "FPN_CLASSIF_FC_LAYERS_SIZE",
          "MASK_HEAD_DEPTH", "MASK_HEAD_CONVS")
@@ -105,7 +105,7 @@ def matterport_layout_file(tmp_path_factory):
     """A weight file with matterport's pyramid and head sizes (a ResNet18 body keeps it
     small; the sizes are what the loader checks)."""
     from mrcnn.model import MaskRCNN
-    from mrcnn.weights_io import save_weights_by_name
+    from mrcnn.weights.by_name import save_weights_by_name
 
     class Matterport(Small):
         LAYOUT = "matterport"
@@ -116,13 +116,13 @@ def matterport_layout_file(tmp_path_factory):
 
 def test_matterport_file_into_a_scaled_model_is_one_sentence(matterport_layout_file):
     from mrcnn.model import MaskRCNN
-    from mrcnn.weights_io import SizesMismatch
+    from mrcnn.weights.by_name import SizesMismatch
     model = MaskRCNN("inference", Small(), "/tmp/unused_logs")
     with pytest.raises(SizesMismatch) as e:
         model.load_weights(matterport_layout_file, by_name=True)
     message = str(e.value)
     assert "matterport's layout" in message and "LAYOUT = \"matterport\"" in message
-    assert "--set LAYOUT=matterport" in message
+    assert "fashion.py" not in message   # the library names its Config key, not the app
     assert message.count(". ") == 0 and message.endswith(".")   # one sentence
 
 

@@ -137,7 +137,7 @@ def test_batches_give_the_detections_of_single_calls(predictor, exported, photos
     from fashion.commands import serve
     from fashion.runs import write_run_file
     from fashion.serving.predictors import make_predictor
-    from mrcnn.weights_io import save_weights_by_name
+    from mrcnn.weights.by_name import save_weights_by_name
     model = exported[0]
     run_dir = tmp_path / "logs" / "fashion20250101T0000"
     run_dir.mkdir(parents=True)
@@ -168,7 +168,7 @@ def test_batches_give_the_detections_of_single_calls(predictor, exported, photos
 
 
 def test_concurrent_requests_share_a_batch_and_metrics_count_them(predictor, photos):
-    from fashion.detections import to_records
+    from fashion.inference.outputs import to_records
     from fashion.serving.app import create_app
     counting = slow(predictor, 0.0)
     app = create_app(counting, max_batch=4, batch_wait_ms=1500, max_queue=8)

@@ -11,9 +11,9 @@ import os
 import numpy as np
 import pytest
 
-from mrcnn.checkpoints import (CheckpointRetention, best_checkpoint, epoch_checkpoints,
+from mrcnn.training.checkpoints import (CheckpointRetention, best_checkpoint, epoch_checkpoints,
                                read_best)
-from mrcnn.curves import StepValues, ema, stage_changes
+from mrcnn.training.curves import StepValues, ema, stage_changes
 from tests.conftest import TinyConfig
 from tests.test_fashion_cli import TINY, assert_bad_input, run
 
@@ -181,7 +181,7 @@ def _rss_mb():
 @pytest.fixture(scope="module")
 def staged(tmp_path_factory, shapes_data):
     """A library model trained heads (epoch 1) then all (epoch 2), one evaluation."""
-    from mrcnn.evaluation.during_training import EvaluationCallback
+    from mrcnn.training.evaluation_callback import EvaluationCallback
     from mrcnn.model import MaskRCNN
     config = Tiny18()
     model = MaskRCNN("training", config, str(tmp_path_factory.mktemp("staged")))
@@ -292,8 +292,8 @@ def test_budgeted_runs_evaluate_after_the_last_epoch_only(shapes_data):
     import argparse
     import types
 
-    from fashion.train_eval import eval_cadence
-    from mrcnn.evaluation.during_training import EvaluationCallback
+    from fashion.commands.train_eval import eval_cadence
+    from mrcnn.training.evaluation_callback import EvaluationCallback
     ns = argparse.Namespace
     assert eval_cadence(ns(eval_every=None, time_budget=None)) == 1
     assert eval_cadence(ns(eval_every=None, time_budget=20.0)) == "last"

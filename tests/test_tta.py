@@ -1,4 +1,4 @@
-"""Multi-scale + flip TTA (fashion/tta.py): parsing, molding at a scale, mask voting, and
+"""Multi-scale + flip TTA (fashion/inference/tta.py): parsing, molding at a scale, mask voting, and
 detect/evaluate with --tta on a briefly trained model; readable overlays."""
 import json
 import os
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashion import postprocess as pp
-from fashion import tta
+from fashion.inference import postprocess as pp
+from fashion.inference import tta
 from tests.tiny_run import run, tiny_run
 
 

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from fashion import postprocess as pp
-from fashion.tuning import coordinate_search
+from fashion.inference import postprocess as pp
+from fashion.inference.tuning import coordinate_search
 from tests.tiny_run import run, tiny_run
 
 
@@ -42,7 +42,7 @@ def test_tune_stores_choice_and_evaluate_applies_it(env, tmp_path):
     assert _imat(out) == pytest.approx(choice["after"], abs=1e-6)  # stored to 6 digits
 
     # a second, untouched demo set (other seed): tuned vs the run's own settings
-    from fashion.demo_data import generate_demo
+    from fashion.data.demo_data import generate_demo
     other = str(generate_demo(str(tmp_path / "other"), num_images=12, size=128, seed=7))
     scores = {}
     for flag in ("run", "none"):

@@ -192,7 +192,7 @@ def test_random_colors():
 
 
 def test_overlay_of_small_image_is_upscaled_with_legible_labels(tmp_path):
-    from fashion.detections import draw_overlay
+    from fashion.inference.outputs import draw_overlay
     image = np.full((128, 96, 3), 90, np.uint8)
     masks = np.zeros((128, 96, 1), bool)
     masks[40:100, 20:80, 0] = True

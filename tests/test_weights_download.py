@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mrcnn import weights as W
+from mrcnn.weights import download as W
 
 REPO = Path(__file__).resolve().parents[1]
 PAYLOAD = os.urandom(300_000) + b"end-of-weights"  # spans several 1 MiB-less chunks

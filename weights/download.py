@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 try:
-    from mrcnn import weights as registry
+    from mrcnn.weights import download as registry
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from mrcnn import weights as registry
+    from mrcnn.weights import download as registry
 
 
 def parse_args(argv=None):

@@ -3,6 +3,6 @@
 Each module has ``add_parser(subparsers, parents)`` (``score`` adds ``score`` and
 ``check``) and a ``run(args)`` set as the parser's ``func``, returning a result dict.
 Shared flags come from fashion.cli_args and shared steps from the application's
-modules (fashion.data_sources, runs, records, detections, groundtruth); only ``demo``
+modules (fashion.data.sources, runs, records, detections, groundtruth); only ``demo``
 uses other commands, running train, evaluate and detect in turn.
 """

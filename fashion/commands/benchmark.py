@@ -28,7 +28,7 @@ EXAMPLES = """examples:
 
 
 def add_parser(subparsers, parents):
-    from fashion.export_eval import add_val_data_args
+    from fashion.commands.export_eval import add_val_data_args
     p = subparsers.add_parser(
         "benchmark", parents=parents, help="speed and accuracy of every export format",
         description=__doc__.split("\n\n")[0] + " Formats: " + ", ".join(BENCH_FORMATS)
@@ -78,7 +78,7 @@ class Bench:
 
     def export(self, fmt):
         """(detect(image) -> result, runtime, exported note) of one format."""
-        from fashion.export_eval import export_detector
+        from fashion.commands.export_eval import export_detector
         from mrcnn.export.runtime import open_export
         if fmt in ("tf", "tf-bf16"):
             return self._tf(fmt)
@@ -104,7 +104,7 @@ class Bench:
         import tensorflow as tf
         model = self.model
         if fmt == "tf-bf16":
-            from mrcnn.precision import host_cpu_flags
+            from mrcnn.training.precision import host_cpu_flags
             flags = host_cpu_flags()
             if not {"avx512_bf16", "amx_bf16"} & set(flags):
                 raise RuntimeError("this CPU has no bfloat16 (avx512_bf16 or AMX)")
@@ -113,7 +113,7 @@ class Bench:
             f"TensorFlow {tf.__version__} detect() {model.precision}", "-"
 
     def _int8(self, base, target):
-        from fashion.export_eval import evaluate, export_detector
+        from fashion.commands.export_eval import evaluate, export_detector
         from mrcnn.export.quantize import export_int8
         calibration = [self.dataset.load_image(i)
                        for i in self.ids[:self.args.calibration_images]]
@@ -135,7 +135,7 @@ def _bf16_model(args):
 
 def measure(bench, fmt):
     """One row of the table (a failure becomes a row with its reason)."""
-    from fashion.export_eval import evaluate, latency, parity
+    from fashion.commands.export_eval import evaluate, latency, parity
     row = {"format": fmt}
     try:
         detect, runtime, note = bench.export(fmt)
@@ -168,7 +168,7 @@ def measure(bench, fmt):
 
 
 def run(args):
-    from fashion.export_eval import val_split
+    from fashion.commands.export_eval import val_split
     from fashion.runs import inference_model
     from mrcnn.evaluation.plots import format_table, write_per_class_table
     formats = parse_formats(args.formats)

@@ -16,7 +16,7 @@ EXAMPLES = """examples:
   python fashion/fashion.py demo                      # about 15 minutes on a 2-core CPU
   python fashion/fashion.py demo --minutes 3 --demo-images 60   # a quick look
 """
-# The model's sizes are the from-scratch table's (mrcnn/scaled_defaults.py), as for any
+# The model's sizes are the from-scratch table's (mrcnn/layout.py), as for any
 # `train --weights none`; the demo only shortens the warm-up and the val loss.
 DEMO_SETTINGS = ["WARMUP_STEPS=100", "VALIDATION_STEPS=5"]
 

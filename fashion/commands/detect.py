@@ -9,9 +9,9 @@ import logging
 import os
 
 from fashion.cli_args import add_model_args
-from fashion.data_sources import find_images, progress
-from fashion.detections import draw_overlay, sidecar_path, to_records
-from fashion.detector import add_postprocess_args, detector_from_args
+from fashion.data.sources import find_images, progress
+from fashion.inference.outputs import draw_overlay, sidecar_path, to_records
+from fashion.inference.detector import add_postprocess_args, detector_from_args
 from fashion.errors import CLIError
 
 log = logging.getLogger("fashion")

@@ -10,12 +10,12 @@ import logging
 import os
 
 from fashion.cli_args import add_data_args, add_model_args
-from fashion.data_sources import dataset_from_args, progress
-from fashion.detections import to_records
-from fashion.detector import add_postprocess_args, detector_from_args
+from fashion.data.sources import dataset_from_args, progress
+from fashion.inference.outputs import to_records
+from fashion.inference.detector import add_postprocess_args, detector_from_args
 from fashion.errors import CLIError
-from fashion.groundtruth import gt_coco
-from fashion.reports import evaluation_report, samples_of
+from mrcnn.evaluation.groundtruth import dataset_ground_truth
+from fashion.commands.reports import evaluation_report, samples_of
 
 log = logging.getLogger("fashion")
 
@@ -143,7 +143,7 @@ def run(args):
                            if os.path.basename(os.path.dirname(os.path.abspath(weights)))
                            .startswith("fashion") else "results")
     os.makedirs(out_dir, exist_ok=True)
-    gt = gt_coco(dataset)
+    gt = dataset_ground_truth(dataset, category_ids=dataset.category_ids)
     write_json(os.path.join(out_dir, "ground_truth_val.json"), gt)
     pred_path = os.path.join(out_dir, "predictions_val.jsonl")
     samples = []

@@ -31,7 +31,7 @@ EXAMPLES = """examples:
 
 
 def add_parser(subparsers, parents):
-    from fashion.export_eval import add_val_data_args
+    from fashion.commands.export_eval import add_val_data_args
     p = subparsers.add_parser(
         "export", parents=parents,
         help="export a model: SavedModel, ONNX, OpenVINO or TFLite (int8 with --int8)",
@@ -82,7 +82,7 @@ def _check_int8_flags(args):
 
 def run_int8(args, model, names, meta):
     """Quantizes, evaluates float32 and int8 on the same val images, writes or refuses."""
-    from fashion.export_eval import evaluate, export_detector, val_split
+    from fashion.commands.export_eval import evaluate, export_detector, val_split
     from mrcnn.export.quantize import QuantizationRefused, export_int8
     dataset, ids = val_split(None if args.calibration == "run" else args.calibration,
                              meta, args, int(model.config.IMAGE_MAX_DIM), "--calibration",

@@ -1,7 +1,7 @@
 """`submit`: predictions (JSON Lines) -> a Kaggle iMaterialist 2019 / 2020 CSV.
 
 Masks of one image are made non-overlapping (higher score wins the pixels) and encoded
-as Kaggle RLE (fashion.rle.encode). Images that have no detection get one placeholder
+as Kaggle RLE (fashion.data.rle.encode). Images that have no detection get one placeholder
 row ("1 1", ClassId 23, as in Kaggle's sample submission) when the list of all images is
 known: from detect's sidecar PRED.images.json (used when present) or from --images.
 ImageId is the file name with its extension for 2019 and without it for 2020, as in the
@@ -23,8 +23,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from fashion.data_sources import find_images, progress
-from fashion.detections import sidecar_path
+from fashion.data.sources import find_images, progress
+from fashion.inference.outputs import sidecar_path
 from fashion.errors import CLIError
 
 log = logging.getLogger("fashion")
@@ -118,8 +118,8 @@ def non_overlapping(masks, scores):
 
 def image_rows(preds, image_id, fmt):
     """CSV rows of one image's predictions."""
-    from fashion import rle
-    from fashion.rle import coco_to_mask
+    from fashion.data import rle
+    from fashion.data.rle import coco_to_mask
     masks = np.stack([coco_to_mask(p["segmentation"]) for p in preds])  # [N, H, W]
     kept, order = non_overlapping(masks, [p["score"] for p in preds])
     rows = []

@@ -10,9 +10,9 @@ import logging
 import os
 
 from fashion.cli_args import add_data_args, build_config
-from fashion.data_sources import dataset_from_args, dataset_meta, h5_source
+from fashion.data.sources import dataset_from_args, dataset_meta, h5_source
 from fashion.errors import CLIError
-from fashion.records import write_records_meta
+from fashion.data.shards import write_records_meta
 
 log = logging.getLogger("fashion")
 
@@ -57,7 +57,7 @@ def add_parser(subparsers, parents):
 
 
 def run(args):
-    from mrcnn.config_values import config_values
+    from mrcnn.config_io import config_values
     from mrcnn.data.tfrecords import write_tfrecords
     if args.num_shards < 1:
         raise CLIError(f"--num-shards {args.num_shards} must be at least 1.")

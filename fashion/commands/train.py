@@ -5,14 +5,14 @@ import os
 import time
 
 from fashion.cli_args import add_data_args, build_config, parse_sets
-from fashion.data_sources import dataset_from_args, dataset_meta, h5_source
+from fashion.data.sources import dataset_from_args, dataset_meta, h5_source
 from fashion.errors import CLIError
-from fashion.records import META_KEYS, check_records, peek_record, read_records_meta, \
+from fashion.data.shards import META_KEYS, check_records, peek_record, read_records_meta, \
     records_files
 from fashion.runs import (CLASS_SIZED_LAYERS, find_best_checkpoint, find_last_checkpoint,
                           load_checkpoint, read_run_file, record_best, write_run_file)
-from fashion.reports import add_report_args, report_only, write_data_report
-from fashion.train_eval import add_train_eval_args, evaluation_callback, retention
+from fashion.commands.reports import add_report_args, report_only, write_data_report
+from fashion.commands.train_eval import add_train_eval_args, evaluation_callback, retention
 
 log = logging.getLogger("fashion")
 
@@ -122,7 +122,7 @@ def _augmentation(enabled, graph_only=False):
         log.info("TFRecord input: --augment uses in-graph random horizontal flips only.")
         return "flip"
     try:
-        from mrcnn.compat import import_imgaug
+        from mrcnn.data.imgaug_compat import import_imgaug
         iaa = import_imgaug()
     except ImportError:
         log.warning("imgaug is not installed; --augment uses random horizontal flips only.")
@@ -151,7 +151,7 @@ def _start_weights(args):
 
 
 def _load_start_weights(model, start, args):
-    from mrcnn.weights import get_weights
+    from mrcnn.weights.download import get_weights
     if start is None:
         log.info("Starting from random weights (from-scratch defaults).")
         return
@@ -294,8 +294,8 @@ def run(args):
         raise CLIError(TPU_NEEDS_RECORDS)
     from mrcnn import distribute
     from mrcnn.model import MaskRCNN
-    from mrcnn.precision import describe_precision
-    from mrcnn.training import parse_schedule
+    from mrcnn.training.precision import describe_precision
+    from mrcnn.training.trainer import parse_schedule
     strategy = get_strategy(args.strategy, args.tpu)  # first: before other TF work
     tpu = distribute.is_tpu(strategy)
     if tpu and not args.tfrecords:

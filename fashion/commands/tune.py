@@ -1,8 +1,8 @@
 """`tune`: post-processing tuned on the val split of a trained run.
 
-One raw pass over the split (fashion.tuning.collect), then a coordinate-wise search of
+One raw pass over the split (fashion.inference.tuning.collect), then a coordinate-wise search of
 the score threshold, the per-class NMS IoU (box NMS, emulated in numpy as
-fashion/postprocess.py describes), the mask threshold, the minimum mask area and the
+fashion/inference/postprocess.py describes), the mask threshold, the minimum mask area and the
 same-class overlap rule, for the chosen metric. The defaults (what evaluate reports
 today) are part of the search, so the result never scores below them on this split.
 The choice is stored as "postprocess" in the run's fashion_run.json, which detect and
@@ -29,7 +29,7 @@ EXAMPLES = """examples:
 
 
 def add_parser(subparsers, parents):
-    from fashion.tuning import METRICS
+    from fashion.inference.tuning import METRICS
     p = subparsers.add_parser(
         "tune", parents=parents, help="tune score/NMS/mask thresholds, minimum area and "
         "overlaps on the val split", description=__doc__, epilog=EXAMPLES,
@@ -42,7 +42,7 @@ def add_parser(subparsers, parents):
                    help="at most this many sweeps over the settings (default 3)")
     p.add_argument("--no-save", action="store_true",
                    help="report only; leave the run file as it is")
-    from fashion.detector import TTA_HELP, add_tta_arg
+    from fashion.inference.detector import TTA_HELP, add_tta_arg
     add_tta_arg(p, "tune for " + TTA_HELP + "; use the same --tta with detect/evaluate")
     p.set_defaults(func=run)
     return p
@@ -50,7 +50,7 @@ def add_parser(subparsers, parents):
 
 def _raw_pass_model(args):
     """The inference model with the raw-pass settings, its run meta and weights path."""
-    from fashion import postprocess as pp
+    from fashion.inference import postprocess as pp
     from fashion.runs import inference_model, read_run_file, resolve_checkpoint
     run = read_run_file(resolve_checkpoint(args.weights, args.logs)) or {}
     config = run.get("config") or {}
@@ -64,10 +64,10 @@ def _raw_pass_model(args):
 
 
 def run(args):
-    from fashion import tuning
-    from fashion.data_sources import dataset_from_args, progress
-    from fashion.groundtruth import gt_coco
-    from fashion.detector import parse_views
+    from fashion.inference import tuning
+    from fashion.data.sources import dataset_from_args, progress
+    from mrcnn.evaluation.groundtruth import dataset_ground_truth
+    from fashion.inference.detector import parse_views
     views = parse_views(args.tta)
     t0 = time.time()
     model, meta, weights, cap, nms = _raw_pass_model(args)
@@ -85,7 +85,7 @@ def run(args):
     if args.metric == "ap_iou_f1" and not meta.get("attribute_index_to_id"):
         raise CLIError("--metric ap_iou_f1 needs a model with an attribute head; use "
                        "imat2019 or segm_AP.")
-    gt = gt_coco(dataset)
+    gt = dataset_ground_truth(dataset, category_ids=dataset.category_ids)
     images = tuning.collect(model, dataset, progress, views)
     t_pass = time.time() - t0
     candidates = tuning.Candidates(images, meta, cap)

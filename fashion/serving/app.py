@@ -175,7 +175,7 @@ def add_detect_routes(app, predictor, queue, max_bytes):
     """POST /v1/detect and /v1/visualize. Decoding, records, JSON and overlays run in
     worker threads and the model in the queue's thread: the event loop only moves
     bytes, so /healthz answers while images decode and the model runs."""
-    from fashion.detections import to_records
+    from fashion.inference.outputs import to_records
 
     async def detect(request):
         """(image, detect() result, file name) of the request's upload, through the

@@ -294,7 +294,7 @@ def load_imagenet_weights(model_or_layers, variant, path):
     Args:
         model_or_layers: a Keras model containing the backbone, or a list of layers.
         variant: "b0".."b7"; must match the file and the built backbone.
-        path: the weight file (e.g. from `mrcnn.weights.get_weights(...)`).
+        path: the weight file (e.g. from `mrcnn.weights.download.get_weights(...)`).
 
     Returns:
         The number of layers whose weights were set.
@@ -302,7 +302,7 @@ def load_imagenet_weights(model_or_layers, variant, path):
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"EfficientNet weight file {path} does not exist; fetch it with "
-            f"mrcnn.weights.get_weights('efficientnet-{variant_name(variant)}-imagenet').")
+            f"mrcnn.weights.download.get_weights('efficientnet-{variant_name(variant)}-imagenet').")
     source = keras_application(variant)
     try:
         source.load_weights(path)

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from mrcnn.data.augment import copy_paste, pairwise, random_flip, scale_jitter
 from mrcnn.data.records import BadSample, build_record
-from mrcnn.utils import pixel_anchors
+from mrcnn.ops.anchors import pixel_anchors
 from mrcnn.ops.targets import record_to_inputs
 
 log = logging.getLogger("mrcnn")
@@ -105,7 +105,7 @@ class SkipCounter:
 
 def augment_record(record, augmentation):
     """Applies an imgaug augmenter to a record's image, and its geometric part to masks."""
-    from mrcnn.compat import import_imgaug
+    from mrcnn.data.imgaug_compat import import_imgaug
     import_imgaug()
     import imgaug
 

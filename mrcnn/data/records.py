@@ -8,7 +8,8 @@ import logging
 
 import numpy as np
 
-from mrcnn import utils
+from mrcnn.data.resize import resize_image, resize_mask
+from mrcnn.meta import compose_image_meta
 
 log = logging.getLogger("mrcnn")
 
@@ -57,10 +58,10 @@ def build_record(dataset, config, image_id):
     else:
         attributes = np.zeros((len(class_ids), n_attr), dtype=np.uint8)
     original_shape = image.shape
-    image, window, scale, padding, crop = utils.resize_image(
+    image, window, scale, padding, crop = resize_image(
         image, min_dim=config.IMAGE_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE,
         max_dim=config.IMAGE_MAX_DIM, mode=config.IMAGE_RESIZE_MODE)
-    masks = utils.resize_mask(masks, scale, padding, crop)
+    masks = resize_mask(masks, scale, padding, crop)
     active_class_ids = np.zeros([dataset.num_classes], dtype=np.int32)
     source_class_ids = dataset.source_class_ids[dataset.image_info[image_id]["source"]]
     active_class_ids[source_class_ids] = 1
@@ -68,7 +69,7 @@ def build_record(dataset, config, image_id):
     active = np.zeros([config.NUM_CLASSES], dtype=np.int32)
     active[:min(len(active_class_ids), config.NUM_CLASSES)] = \
         active_class_ids[:config.NUM_CLASSES]
-    image_meta = utils.compose_image_meta(image_id, original_shape, image.shape, window,
+    image_meta = compose_image_meta(image_id, original_shape, image.shape, window,
                                           scale, active)
     return {"image": image, "image_meta": image_meta, "masks": masks,
             "class_ids": class_ids, "attributes": attributes}

@@ -4,7 +4,7 @@
     DIR/labels.json                (see mrcnn.export.metadata)
 
     run = mrcnn.export.openvino.load("DIR/model.xml")      # image -> outputs dict
-    result = mrcnn.export.postprocess.to_results(run(image), [image.shape])[0]
+    result = mrcnn.export.outputs.to_results(run(image), [image.shape])[0]
 
 OpenVINO's CPU plugin computes float64 in float32, and the exact resize and box
 arithmetic of the other exports are float64 (a resized pixel would land one level off
@@ -188,7 +188,7 @@ def config_from_labels(path):
     """The Config stored in an export's labels.json (its molding settings)."""
     import json
     from mrcnn.config import Config
-    from mrcnn.config_values import values_to_overrides
+    from mrcnn.config_io import values_to_overrides
     with open(path, encoding="utf-8") as f:
         values = values_to_overrides(json.load(f)["config"])
     return type("ExportedConfig", (Config,), values)()

@@ -60,7 +60,7 @@ def find_export(path):
                 return fmt, os.path.join(path, name)
     raise ExportError(f"{path} holds no export (saved_model.pb or <version>/saved_model.pb, "
                       "model.onnx, model.xml or model.tflite); write one with "
-                      "`fashion.py export`.")
+                      "MaskRCNN.export or mrcnn.export.export.")
 
 
 def _labels(fmt, path):
@@ -70,8 +70,8 @@ def _labels(fmt, path):
         with open(labels, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError) as e:
-        raise ExportError(f"{labels} cannot be read ({e}); export the model again with "
-                          "`fashion.py export`.") from None
+        raise ExportError(f"{labels} cannot be read ({e}); export the model again "
+                          "(MaskRCNN.export).") from None
 
 
 def _saved_model(path):

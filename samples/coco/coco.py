@@ -35,7 +35,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from mrcnn import utils  # noqa: E402
 from mrcnn.config import Config  # noqa: E402
-from mrcnn.config_values import (config_values, parse_overrides,  # noqa: E402
+from mrcnn.config_io import (config_values, parse_overrides,  # noqa: E402
                                  size_settings, values_to_overrides)
 from mrcnn.data.annotations import clean_polygons, segmentation_to_mask  # noqa: E402
 from mrcnn.fileio import write_json  # noqa: E402
@@ -198,7 +198,7 @@ def ann_to_mask(ann, height, width, where=""):
 def make_coco_config(num_classes, backbone=None, image_size=None, inference=False,
                      overrides=None):
     """CocoConfig with the dataset's class count; image_size (a multiple of 64) scales
-    anchors, ROI counts and mask sizes (mrcnn.config_values.size_settings)."""
+    anchors, ROI counts and mask sizes (mrcnn.config_io.size_settings)."""
     values = {"NUM_CLASSES": int(num_classes)}
     if backbone:
         values["BACKBONE"] = backbone
@@ -216,7 +216,7 @@ def make_coco_config(num_classes, backbone=None, image_size=None, inference=Fals
 
 def resolve_model(model_arg, logs):
     """--model: coco | imagenet | last | none | PATH -> (weights path or None, kind)."""
-    from mrcnn.weights import WeightsUnavailable, get_weights
+    from mrcnn.weights.download import WeightsUnavailable, get_weights
     try:
         if model_arg == "coco":
             return get_weights("coco"), "coco"
@@ -293,7 +293,7 @@ def load_dataset(args, subset, annotations=None, images=None, limit=None):
 def train(args):
     """matterport's three stages (heads, 4+, all) or --schedule, via MaskRCNN.train."""
     from mrcnn.model import MaskRCNN
-    from mrcnn.training import parse_schedule
+    from mrcnn.training.trainer import parse_schedule
     train_ds = load_dataset(args, "train", args.annotations, args.images, args.limit)
     val_ds = None
     if args.val_annotations or not args.annotations:
@@ -316,7 +316,7 @@ def train(args):
         [(layers, lr * f, epochs) for layers, f, epochs in MATTERPORT_STAGES]
     augmentation = None
     if not args.no_augment:  # matterport: flip half of the images left-right
-        from mrcnn.compat import import_imgaug
+        from mrcnn.data.imgaug_compat import import_imgaug
         augmentation = import_imgaug().Fliplr(0.5)
     t0 = time.time()
     for layers, stage_lr, epochs in stages:

@@ -1,7 +1,7 @@
 """What the sample notebooks share: the demo data, a small config and a trained model.
 
 The notebooks run top to bottom on a CPU in a few minutes: the synthetic demo set
-(``fashion.demo_data``) at 128 px and a ResNet18 Mask R-CNN trained for a few dozen
+(``fashion.data.demo_data``) at 128 px and a ResNet18 Mask R-CNN trained for a few dozen
 steps inside the notebook. Environment variables change that:
 
 * ``MRCNN_NOTEBOOK_WEIGHTS``: a checkpoint to use instead of training (it must have been
@@ -106,8 +106,8 @@ def demo_run():
 def demo_datasets(num_images=NUM_IMAGES, size=IMAGE_SIZE, val_fraction=0.25):
     """Generates (or reuses) the demo set; returns prepared (train, val) FashionDatasets.
     With a demo run (demo_run()), its own demo set and held-out split."""
-    from fashion.dataset import FashionDataset
-    from fashion.demo_data import generate_demo
+    from fashion.data.fashion_dataset import FashionDataset
+    from fashion.data.demo_data import generate_demo
     found = demo_run()
     if found:  # the demo's own set as it is, else made as `fashion.py demo` makes it
         path = data_dir()
@@ -194,7 +194,7 @@ def _run_config(weights, overrides):
     if not run_file.is_file():
         return None
     from fashion.config import make_config
-    from mrcnn.config_values import values_to_overrides
+    from mrcnn.config_io import values_to_overrides
     with open(run_file, encoding="utf-8") as f:
         values = values_to_overrides(json.load(f)["config"])
     values.update(IMAGES_PER_GPU=1, GPU_COUNT=1, **overrides)

@@ -1,10 +1,10 @@
 """Post-processing tuned on a split: one raw pass, then a coordinate-wise search.
 
 `collect` runs the model once per image with the lenient raw-pass settings of
-fashion.postprocess (DETECTION_MIN_CONFIDENCE 0.05, DETECTION_NMS_THRESHOLD 0.7, twice
+fashion.inference.postprocess (DETECTION_MIN_CONFIDENCE 0.05, DETECTION_NMS_THRESHOLD 0.7, twice
 the instance cap) and keeps every image's raw detections in memory. `Candidates` turns
 a parameter set into prediction records exactly as `evaluate` would write them under
-those settings (fashion.postprocess.view_detections / filter_detections), caching each
+those settings (fashion.inference.postprocess.view_detections / filter_detections), caching each
 detection's pasted mask and RLE per mask threshold, so a candidate costs its metric,
 not inference. `coordinate_search` starts from the defaults (what evaluate reports
 today) and sweeps one setting at a time over its grid, keeping a value only when it
@@ -13,13 +13,13 @@ the defaults on the split it was tuned on.
 
 With test-time augmentation (`tune --tta`), `collect` keeps every view's raw detections
 and a candidate runs what `detect/evaluate --tta` run under those settings: each view's
-steps 1-4 (score threshold, NMS, mask threshold), fashion.tta's mask voting, then the
+steps 1-4 (score threshold, NMS, mask threshold), fashion.inference.tta's mask voting, then the
 score threshold, minimum area, overlap rule and cap on the voted detections; votes are
 cached per (score, NMS, mask threshold).
 """
 import numpy as np
 
-from fashion import postprocess as pp
+from fashion.inference import postprocess as pp
 
 METRICS = ("imat2019", "segm_AP", "ap_iou_f1")
 SCORES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -51,10 +51,10 @@ def search_space(defaults, images):
 
 def collect(model, dataset, progress=None, views=None):
     """[{image_id, filename, shape, raw}] of every image of dataset (one raw pass each);
-    with TTA views (fashion.tta.parse_tta), "views" (raw detections of every view in
+    with TTA views (fashion.inference.tta.parse_tta), "views" (raw detections of every view in
     the image's frame) instead of "raw"."""
     import os
-    from fashion import tta
+    from fashion.inference import tta
     models = tta.ScaledModels(model) if views else None
     ids = list(dataset.image_ids)
     out = []
@@ -74,7 +74,7 @@ class Candidates:
     """Prediction records of the collected images under a parameter set."""
 
     def __init__(self, images, meta, max_instances):
-        from fashion.data_sources import category_of
+        from fashion.data.sources import category_of
         self.images = images
         self.categories = category_of(meta)
         self.attribute_ids = meta.get("attribute_index_to_id") or None
@@ -115,7 +115,7 @@ class Candidates:
             return dets, (n, params["mask_threshold"])
         key = (n, params["score_threshold"], params["nms_iou"], params["mask_threshold"])
         if key not in self._votes:
-            from fashion import tta
+            from fashion.inference import tta
             per_view = dict(params, min_area=0, overlap="keep")
             view_dets = [pp.view_detections(
                 dict(raw, index=np.arange(len(raw["scores"]))), per_view,

@@ -2,7 +2,7 @@
 guards with and what `benchmark` reports.
 
 Every format is run as ``run(image uint8 [H, W, 3]) -> detect()-like result`` (the
-exports' outputs through ``mrcnn.export.postprocess.to_results``, so masks are pasted
+exports' outputs through ``mrcnn.export.outputs.to_results``, so masks are pasted
 as detect() pastes them); segm AP is COCO's, on the same images for every format.
 """
 import argparse
@@ -33,7 +33,7 @@ def add_val_data_args(p, dataset_flag="--dataset", dataset_help=None, bare=None)
 def val_split(dataset, meta, args, image_size, flag="--dataset", label_set=None):
     """(dataset, image ids) of a val split; dataset None means the run's own dataset;
     the label format is label_set, else the run's."""
-    from fashion.data_sources import dataset_from_args
+    from fashion.data.sources import dataset_from_args
     fmt = label_set or meta.get("format")
     if dataset is None:
         dataset = meta.get("dataset")
@@ -61,7 +61,7 @@ def val_split(dataset, meta, args, image_size, flag="--dataset", label_set=None)
 
 def export_detector(run):
     """An export's run(image) -> outputs dict, as image -> detect()-like result."""
-    from mrcnn.export.postprocess import to_results
+    from mrcnn.export.outputs import to_results
 
     def detect(image):
         return to_results(run(image), [image.shape])[0]
@@ -72,9 +72,9 @@ def evaluate(detect, dataset, image_ids, meta, desc="evaluate", warmup=1):
     """Runs detect(image) -> result on every image (after `warmup` untimed calls on the
     first) and scores the predictions. Returns {"segm_AP", "bbox_AP", "seconds": [per
     image], "detections"}."""
-    from fashion.data_sources import progress
-    from fashion.detections import to_records
-    from fashion.groundtruth import gt_coco
+    from fashion.data.sources import progress
+    from fashion.inference.outputs import to_records
+    from mrcnn.evaluation.groundtruth import dataset_ground_truth
     from mrcnn.evaluation import evaluate_coco
     images = [dataset.load_image(i) for i in image_ids]
     for _ in range(warmup):
@@ -86,7 +86,7 @@ def evaluate(detect, dataset, image_ids, meta, desc="evaluate", warmup=1):
         seconds.append(time.perf_counter() - start)
         predictions += to_records(result, int(image_id), f"{image_id}.png", meta,
                                   len(predictions) + 1)
-    metrics = evaluate_coco(gt_coco(dataset, image_ids), predictions,
+    metrics = evaluate_coco(dataset_ground_truth(dataset, image_ids, dataset.category_ids), predictions,
                             iou_types=("segm", "bbox"), per_class=False)
     return {"segm_AP": float(metrics["segm"]["AP"]), "bbox_AP": float(metrics["bbox"]["AP"]),
             "seconds": seconds, "detections": len(predictions)}

@@ -1,4 +1,15 @@
-"""Training callbacks: atomic checkpoints, a wall-clock budget, loss curves (CSV + PNG)."""
+"""Training callbacks, and the list of them MaskRCNN.train runs each epoch.
+
+The per-epoch order (``training_callbacks``) is the order their logs need:
+
+    checkpoint -> TensorBoard (losses) -> evaluation (adds AP to the epoch logs)
+    -> retention (best by a logged metric, last K) -> early stopping -> epochs.csv
+    -> training curve -> report.html
+
+The learning-rate schedule, the time budget and the user's callbacks are added by
+train() around this list. The callbacks themselves: atomic checkpoints, a wall-clock
+budget and its progress line, loss curves (CSV + PNG).
+"""
 import csv
 import logging
 import os
@@ -6,8 +17,10 @@ import time
 
 import keras
 
-from mrcnn.curves import StepValues, plot_training_curve
-from mrcnn.weights_io import save_weights_by_name
+from mrcnn.report.html import ReportPage
+from mrcnn.training.checkpoints import CheckpointRetention, EarlyStopping
+from mrcnn.training.curves import StepValues, plot_training_curve
+from mrcnn.weights.by_name import save_weights_by_name
 
 log = logging.getLogger("mrcnn")
 
@@ -188,7 +201,7 @@ class BudgetProgress(keras.callbacks.Callback):
 
 class LossCurve(keras.callbacks.Callback):
     """Appends each step's losses, throughput, epoch and stage to a CSV and redraws a
-    PNG each epoch (mrcnn.curves). A CSV already there is continued, so the stages of
+    PNG each epoch (mrcnn.training.curves). A CSV already there is continued, so the stages of
     one run (train() called again on the same model) draw one curve.
 
     Args:
@@ -266,5 +279,47 @@ def csv_header(csv_path):
 
 
 def plot_loss_curve(csv_path, png_path, epochs_csv=None):
-    """Draws a LossCurve CSV (per-step losses, EMA-smoothed) to a PNG (mrcnn.curves)."""
+    """Draws a LossCurve CSV (per-step losses, EMA-smoothed) to a PNG (mrcnn.training.curves)."""
     return plot_training_curve(csv_path, png_path, epochs_csv)
+
+
+EPOCHS_CSV = "epochs.csv"
+
+
+def training_callbacks(log_dir, checkpoint_path, batch_size, chief=True, stage=None,
+                       keep_last=None, keep_best=None, evaluation=None, patience=None):
+    """The per-epoch callbacks of one train() call.
+
+    Args:
+        log_dir: the run directory (checkpoints, CSVs, PNG, TensorBoard events).
+        checkpoint_path: .../mask_rcnn_<name>_{epoch:04d}.h5.
+        stage: the `layers` of this train() call, marked on the training curve.
+        keep_last / keep_best: see mrcnn.training.checkpoints.CheckpointRetention.
+        evaluation: an EvaluationCallback (mrcnn.training.evaluation_callback) or None;
+            its TensorBoard events go to this run's directory.
+        patience: stop after this many evaluations of keep_best without improvement
+            (mrcnn.training.checkpoints.EarlyStopping; None or 0: never).
+    """
+    epochs_csv = os.path.join(log_dir, EPOCHS_CSV)
+    callbacks = [AtomicCheckpoint(checkpoint_path, is_chief=chief)]
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir, write_graph=False))
+    if evaluation is not None:
+        evaluation.log_dir, evaluation.is_chief = log_dir, chief
+        callbacks.append(evaluation)
+    if keep_last or keep_best:
+        callbacks.append(CheckpointRetention(checkpoint_path, keep_last, keep_best,
+                                             is_chief=chief))
+    if patience:
+        if not keep_best:
+            raise ValueError("patience needs keep_best, the metric whose improvement it "
+                             "waits for (e.g. keep_best=\"segm_AP50\").")
+        callbacks.append(EarlyStopping(keep_best, patience, epochs_csv))
+    if chief:
+        callbacks.append(keras.callbacks.CSVLogger(epochs_csv, append=True))
+    callbacks.append(LossCurve(os.path.join(log_dir, "training_curve.csv"),
+                               os.path.join(log_dir, "training_curve.png"),
+                               batch_size=batch_size, is_chief=chief, stage=stage,
+                               epochs_csv=epochs_csv if chief else None))
+    callbacks.append(ReportPage(log_dir, is_chief=chief))
+    return callbacks

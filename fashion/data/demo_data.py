@@ -3,7 +3,7 @@
 People-like figures (head, torso, arms, legs) wear tops, trousers or skirts, shoes and
 sometimes a bag, over noisy gradient backgrounds; garments carry a pattern (plain,
 stripes, dots, check) and skirts a length, as iMaterialist 2019 attributes. Category and
-attribute ids are looked up by name in fashion/labels/imat2019_label_descriptions.json,
+attribute ids are looked up by name in fashion/data/labels/imat2019_label_descriptions.json,
 so the demo runs the real loading path (``FashionDataset.load_imat2019``).
 
 Output: ``train.csv`` (Kaggle RLE), ``label_descriptions.json``, JPEGs under ``train/``
@@ -11,7 +11,7 @@ and ``manifest.json`` (generator version and parameters; a rerun with the same
 parameters is skipped).
 
 Example:
-    python fashion/demo_data.py /tmp/fashion_demo --num-images 300 --size 256
+    python fashion/data/demo_data.py /tmp/fashion_demo --num-images 300 --size 256
 """
 import argparse
 import json
@@ -25,12 +25,12 @@ import pandas as pd
 from PIL import Image
 
 if __package__ in (None, ""):  # run as a script: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from fashion import rle  # noqa: E402
-from fashion.demo_figures import (CATEGORIES, PATTERNS, SKIRT_LENGTHS, finish,  # noqa: E402,E501
+from fashion.data import rle  # noqa: E402
+from fashion.data.demo_figures import (CATEGORIES, PATTERNS, SKIRT_LENGTHS, finish,  # noqa: E402,E501
                                   _background, _Canvas, _figure)
-from fashion.labels import label_file, load_labels  # noqa: E402
+from fashion.data.labels import label_file, load_labels  # noqa: E402
 from mrcnn.fileio import atomic_path, write_json  # noqa: E402
 
 log = logging.getLogger("fashion")
@@ -57,7 +57,7 @@ def make_image(index, size, seed, ids):
 
 
 def _manifest(num_images, size, seed, hard=False):
-    return {"generator": "fashion.demo_data", "version": GENERATOR_VERSION,
+    return {"generator": "fashion.data.demo_data", "version": GENERATOR_VERSION,
             "format": "imat2019", "num_images": int(num_images), "size": int(size),
             "seed": int(seed), "hard": bool(hard)}
 
@@ -67,7 +67,7 @@ def generate_demo(out_dir, num_images=300, size=256, seed=0, hard=False):
     records the same generator version and parameters) and returns out_dir.
 
     hard=True draws crowds of small, overlapping figures with accessories (hats,
-    belts, glasses, ...; fashion/demo_hard.py) instead of one or two large figures."""
+    belts, glasses, ...; fashion/data/demo_hard.py) instead of one or two large figures."""
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
     wanted = _manifest(num_images, size, seed, hard)
@@ -94,7 +94,7 @@ def generate_demo(out_dir, num_images=300, size=256, seed=0, hard=False):
     ids.update({k: labels.attribute_id(k) for k in SKIRT_LENGTHS})
     draw = make_image
     if hard:
-        from fashion.demo_hard import HARD_CATEGORIES, make_hard_image
+        from fashion.data.demo_hard import HARD_CATEGORIES, make_hard_image
         ids.update({k: labels.category_id(v) for k, v in HARD_CATEGORIES.items()})
         draw = make_hard_image
     rows = []

@@ -65,7 +65,7 @@ def demo_dataset(out_dir=None, num_images=None, size=128, seed=0):
     (default data/demo under the current directory). num_images=None reuses the set
     already there at this size, else makes DEMO_IMAGES images, so a command run
     without --demo-images never regenerates a set another command made."""
-    from fashion.demo_data import generate_demo
+    from fashion.data.demo_data import generate_demo
     out_dir = Path(out_dir or DEMO_DIR)
     if num_images is None:
         num_images = _existing_demo_images(out_dir, size, seed) or DEMO_IMAGES
@@ -95,7 +95,7 @@ def _fashionpedia_paths(path, subset, image_dir=None):
 
 def load_dataset(path, fmt, subset, limit=None, val_fraction=0.2, image_dir=None):
     """A prepared FashionDataset of one split ("train" or "val") of a dataset."""
-    from fashion.dataset import FashionDataset
+    from fashion.data.fashion_dataset import FashionDataset
     if fmt not in FORMATS:
         raise CLIError(f"--format {fmt!r} is unknown; use one of {', '.join(FORMATS)}.")
     if not os.path.exists(path):
@@ -154,7 +154,7 @@ def dataset_meta(ds, path, fmt):
 
 def labels_meta(fmt):
     """dataset_meta for a format's bundled labels (weights without a run file)."""
-    from fashion.labels import load_labels
+    from fashion.data.labels import load_labels
     labels = load_labels(fmt)
     return {"dataset": None, "format": fmt,
             "class_names": ["BG"] + [c["name"].split(",")[0] for c in labels.categories],

@@ -12,8 +12,8 @@ import tensorflow as tf
 from mrcnn.keras_compat import (KeepValidationIterator, ReplicaSafeBuild,
                                  in_multi_worker_mode)
 from mrcnn.losses import compute_losses, weight_decay_loss
-from mrcnn.optimizers import FusedAdamW
-from mrcnn.precision import resolve_precision
+from mrcnn.training.optimizers import FusedAdamW
+from mrcnn.training.precision import resolve_precision
 
 # Presets of layers to train, as regular expressions over layer names.
 LAYER_REGEX = {
@@ -85,7 +85,7 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 def make_optimizer(config, learning_rate):
     """matterport's SGD with momentum and per-variable clipnorm (or AdamW)."""
-    # "cosine"/"linear": mrcnn.schedules.BudgetedLearningRate sets the rate every step.
+    # "cosine"/"linear": mrcnn.training.schedules.BudgetedLearningRate sets the rate every step.
     constant = getattr(config, "LR_SCHEDULE", "constant") == "constant"
     lr = (WarmupSchedule(learning_rate, config.WARMUP_STEPS)
           if config.WARMUP_STEPS and constant else learning_rate)

@@ -127,13 +127,13 @@ def evaluation_callback(args, config, val_dataset, meta):
     if every == "last":
         log.info("Evaluating after the last epoch only (--time-budget); pass --eval-every "
                  "N to evaluate every N epochs as well.")
-    from fashion.detections import to_records
-    from fashion.groundtruth import gt_coco
-    from mrcnn.evaluation.during_training import EvaluationCallback
+    from fashion.inference.outputs import to_records
+    from mrcnn.evaluation.groundtruth import dataset_ground_truth
+    from mrcnn.training.evaluation_callback import EvaluationCallback
     with_attributes = bool(meta.get("attribute_index_to_id"))
     return EvaluationCallback(
         val_dataset, config, every=every, limit=args.eval_limit or None,
-        ground_truth=gt_coco,
+        ground_truth=lambda d, ids: dataset_ground_truth(d, ids, d.category_ids),
         to_records=lambda result, image_id, name, first: to_records(
             result, image_id, name, meta, first),
         metrics_fn=fashion_metrics(with_attributes))

@@ -90,7 +90,7 @@ def read_weight_shapes(path):
 
 def _layout_mismatch(path, file_weights, model):
     """One sentence when the file's pyramid/head sizes differ from the model's, else None."""
-    from mrcnn.scaled_defaults import MATTERPORT, describe_sizes, sizes_in_weights
+    from mrcnn.layout import MATTERPORT, describe_sizes, sizes_in_weights
     in_file = sizes_in_weights({k: [a.shape for a in v] for k, v in file_weights.items()})
     in_model = sizes_in_weights({l.name: [tuple(w.shape) for w in l.weights]
                                  for l in model.layers if l.weights})
@@ -100,8 +100,7 @@ def _layout_mismatch(path, file_weights, model):
     if all(in_file.get(k) == v for k, v in MATTERPORT.items()):
         return (f"{path} holds matterport's layout ({describe_sizes(in_file)}) but this "
                 f"model was built with {describe_sizes(in_model)}; build it with "
-                "LAYOUT = \"matterport\" (fashion.py: --set LAYOUT=matterport) to load "
-                "matterport's weights.")
+                "LAYOUT = \"matterport\" in its Config to load matterport's weights.")
     return (f"{path} was trained with {describe_sizes(in_file)} but this model was built "
             f"with {describe_sizes(in_model)}; set those sizes in the config "
             "(TOP_DOWN_PYRAMID_SIZE, RPN_CONV_DEPTH, FPN_CLASSIF_FC_LAYERS_SIZE, "

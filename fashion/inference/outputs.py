@@ -1,5 +1,5 @@
 """One image's detections as the commands write them (running the model, post-processing
-and test-time augmentation live in fashion.detector and fashion.tta): prediction records
+and test-time augmentation live in fashion.inference.detector and fashion.inference.tta): prediction records
 (JSON Lines rows), overlay PNGs (at least 512 px, labels with attribute names) and the
 name of detect's sidecar file listing every input image.
 """
@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from fashion.data_sources import category_of
+from fashion.data.sources import category_of
 
 
 def to_records(result, image_id, filename, meta, first_id):

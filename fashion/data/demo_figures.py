@@ -1,6 +1,6 @@
 """Drawing primitives of the synthetic demo sets: a canvas that records instance masks,
-backgrounds, colours and people-like figures wearing garments (fashion/demo_data.py
-draws one or two large figures per image, fashion/demo_hard.py crowds of small ones).
+backgrounds, colours and people-like figures wearing garments (fashion/data/demo_data.py
+draws one or two large figures per image, fashion/data/demo_hard.py crowds of small ones).
 """
 import numpy as np
 

@@ -75,7 +75,7 @@ class BudgetedLearningRate(keras.callbacks.Callback):
         peak: the stage's learning rate.
         config: supplies LR_SCHEDULE, LR_FLOOR and WARMUP_STEPS.
         planned_steps: steps the stage runs without a budget (epochs x steps per epoch).
-        budget: an mrcnn.callbacks.TimeBudget (its start and seconds), or None.
+        budget: an mrcnn.training.callbacks.TimeBudget (its start and seconds), or None.
         clock: time source (default: the budget's, else time.time).
     """
 

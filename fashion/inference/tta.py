@@ -19,13 +19,13 @@ cluster. A cluster's mask is the pixels covered by at least half of its members'
 score weight, its box the score-weighted mean box, its attribute probabilities and mask
 score the weighted means, and its score the sum of member scores divided by the number
 of views (an object missed by some views is down-weighted). Then the score threshold,
-minimum area, overlap rule and instance cap of `fashion.postprocess` apply.
+minimum area, overlap rule and instance cap of `fashion.inference.postprocess` apply.
 """
 import math
 
 import numpy as np
 
-from fashion import postprocess as pp
+from fashion.inference import postprocess as pp
 from mrcnn import utils
 
 VOTE_IOU = 0.5
@@ -159,7 +159,7 @@ def _voted_mask(masks, weights):
 
 
 def vote(view_dets, shape):
-    """Detections of several views (fashion.postprocess detections dicts) -> one
+    """Detections of several views (fashion.inference.postprocess detections dicts) -> one
     detections dict, sorted by decreasing score."""
     rows = []
     for c in _clusters(view_dets):

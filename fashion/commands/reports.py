@@ -5,7 +5,7 @@ pictures and report.html (the drawing is in mrcnn.report).
 import logging
 import os
 
-from fashion.data_sources import progress
+from fashion.data.sources import progress
 
 log = logging.getLogger("fashion")
 
@@ -86,7 +86,7 @@ def samples_of(dataset, image_id, image, result, limit, samples):
 
 def evaluation_report(out_dir, gt, predictions, samples, class_names, weights):
     """evaluate's report pictures and report.html in out_dir; prints the best-F1 line."""
-    from mrcnn.checkpoints import checkpoint_epoch, read_best
+    from mrcnn.training.checkpoints import checkpoint_epoch, read_best
     from mrcnn.report.evaluation import write_evaluation_report
     from mrcnn.report.html import write_report_html
     epoch = checkpoint_epoch(weights)

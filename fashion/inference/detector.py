@@ -1,20 +1,20 @@
 """One image -> detections as detect, evaluate and demo produce them: detect() as is, or,
 when the run holds tuned post-processing (`fashion.py tune`), flags ask for some, or
-`--tta` gives views, the raw pass of fashion.postprocess followed by its numpy steps
-(and fashion.tta's views merged by mask voting).
+`--tta` gives views, the raw pass of fashion.inference.postprocess followed by its numpy steps
+(and fashion.inference.tta's views merged by mask voting).
 
 Precedence: a flag (--score-threshold, --nms-iou, --mask-threshold, --min-area,
 --overlap) > the run file's "postprocess" values (unless --postprocess none) > the
 run's config (DETECTION_MIN_CONFIDENCE or --min-confidence, DETECTION_NMS_THRESHOLD,
 mask threshold 0.5, no minimum area, overlaps kept).
 """
-from fashion import postprocess as pp
-from fashion import tta as tta_views
+from fashion.inference import postprocess as pp
+from fashion.inference import tta as tta_views
 from fashion.errors import CLIError
 
 TTA_HELP = ("test-time augmentation: comma-separated scales and/or 'flip', e.g. "
             "0.8,1.0,1.2,flip (each scale with and without a flip); bare --tta means "
-            "flip; views are merged by mask voting (fashion/tta.py)")
+            "flip; views are merged by mask voting (fashion/inference/tta.py)")
 
 
 def add_tta_arg(p, help=TTA_HELP):
@@ -24,7 +24,7 @@ def add_tta_arg(p, help=TTA_HELP):
 
 
 def parse_views(spec):
-    """--tta's value -> views (fashion.tta.parse_tta; None without TTA); a bad item is
+    """--tta's value -> views (fashion.inference.tta.parse_tta; None without TTA); a bad item is
     a CLIError naming it."""
     try:
         return tta_views.parse_tta(spec)

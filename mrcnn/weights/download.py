@@ -2,7 +2,7 @@
 
 Usage::
 
-    from mrcnn.weights import get_weights
+    from mrcnn.weights.download import get_weights
     path = get_weights("coco")   # ~/.keras/fashion_mrcnn/weights/mask_rcnn_coco.h5
     model.load_weights(path, by_name=True)
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from mrcnn.fileio import PART_SUFFIX, commit
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKOUT_DIR = REPO_ROOT / "weights"  # <checkout>/weights: files already there are used
 ENV_DIR = "MRCNN_WEIGHTS_DIR"         # an explicit cache directory
 ENV_HOME = "FASHION_MRCNN_HOME"       # per-user data home; weights go to <home>/weights

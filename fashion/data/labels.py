@@ -1,4 +1,4 @@
-"""Category and attribute lists of the fashion datasets (fashion/labels/*.json).
+"""Category and attribute lists of the fashion datasets (fashion/data/labels/*.json).
 
 A ``LabelSet`` holds a dataset's categories and attributes and the contiguous index of
 each attribute id (attribute ids of the 2020 taxonomy have gaps). The mapping depends

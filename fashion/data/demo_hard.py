@@ -6,12 +6,12 @@ bag) they wear hats, belts, glasses, scarves, watches, jackets and dresses. At 2
 most garments are 8-32 px across and many are partly hidden, as in street photos.
 Category ids are iMaterialist 2019's, looked up by name.
 
-Used through ``generate_demo(out_dir, ..., hard=True)`` (``python fashion/demo_data.py
+Used through ``generate_demo(out_dir, ..., hard=True)`` (``python fashion/data/demo_data.py
 OUT --hard``).
 """
 import numpy as np
 
-from fashion.demo_figures import _Canvas, _background, _colour, _figure, finish
+from fashion.data.demo_figures import _Canvas, _background, _colour, _figure, finish
 
 HARD_CATEGORIES = {"hat": "hat", "belt": "belt", "glasses": "glasses", "scarf": "scarf",
                    "watch": "watch", "jacket": "jacket", "dress": "dress"}

@@ -3,7 +3,7 @@ evaluation AP per epoch, and markers where the trained layers change.
 
 Keras reports batch losses as running means that restart every epoch; ``StepValues``
 turns them back into each step's own value (x_t = t m_t - (t-1) m_{t-1}), which
-LossCurve (mrcnn/callbacks.py) writes to training_curve.csv. ``plot_training_curve``
+LossCurve (mrcnn/training/callbacks.py) writes to training_curve.csv. ``plot_training_curve``
 draws that CSV (an exponential moving average over all steps, never reset at an epoch)
 above the epoch CSV (epochs.csv: val_* losses, AP) to one PNG.
 """

@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fashion import rle
-from fashion.labels import LabelSet, load_labels, read_json
+from fashion.data import rle
+from fashion.data.labels import LabelSet, load_labels, read_json
 from mrcnn.data.annotations import clean_polygons, coco_rle_to_mask, polygons_to_mask
 from mrcnn.data.dataset import Dataset, read_image
 from mrcnn.data.records import BadSample

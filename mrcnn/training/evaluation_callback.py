@@ -123,6 +123,9 @@ class EvaluationCallback(keras.callbacks.Callback):
         self.is_chief = is_chief
         self.image_ids = evenly_spaced(val_dataset.image_ids, limit)
         self.inference = None   # MaskRCNN in inference mode, built at the first evaluation
+        # fn(config, model_dir) -> inference MaskRCNN; MaskRCNN.train sets it (the
+        # library's model sits above its training wing, so it is handed down, not imported)
+        self.build_inference = None
         self._pairs = self._gt = self._writer = None
         self._first_epoch = None
         self.keys = list(COCO_KEYS)
@@ -195,9 +198,12 @@ class EvaluationCallback(keras.callbacks.Callback):
 
     # ------------------------------------------------------------------ how
     def _build(self):
-        from mrcnn.model import MaskRCNN
+        if self.build_inference is None:
+            raise RuntimeError("EvaluationCallback needs an inference model: pass it to "
+                               "MaskRCNN.train(evaluation=...), which provides one, or set "
+                               "build_inference=fn(config, model_dir) -> MaskRCNN.")
         model_dir = os.path.dirname(self.log_dir) if self.log_dir else "."
-        self.inference = MaskRCNN("inference", self.config, model_dir)
+        self.inference = self.build_inference(self.config, model_dir)
         self._pairs = weight_pairs(self.model, self.inference.keras_model)
         self._gt = self.ground_truth(self.dataset, self.image_ids)
 

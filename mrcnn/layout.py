@@ -14,7 +14,7 @@ EfficientNet-Bn takes row n, as EfficientDet-Dn), whose columns give
     MASK_HEAD_CONVS            the row's count of mask convolutions
     ATTRIBUTE_FC_SIZE          2 x the width (matterport-era 512 : 256)
     TRAIN_ROIS_PER_IMAGE       the row's share of the image size's ROI count
-                               (mrcnn.config_values.size_settings: more ROIs for
+                               (mrcnn.config_io.size_settings: more ROIs for
                                larger images, as matterport's 200 at 1024 px)
 
 Only attributes the user did not set are derived: a value given in a Config subclass
@@ -38,7 +38,7 @@ import re
 WIDTHS = (64, 88, 112, 160, 224, 288, 384, 384)
 # Mask convolutions per row (matterport's head has 4).
 MASK_CONVS = (2, 2, 3, 3, 4, 4, 4, 4)
-# Share of the image size's TRAIN_ROIS_PER_IMAGE (mrcnn.config_values.size_settings).
+# Share of the image size's TRAIN_ROIS_PER_IMAGE (mrcnn.config_io.size_settings).
 ROI_SHARE = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 
 # The row of each named backbone.
@@ -89,7 +89,7 @@ def table_row(backbone):
 
 def scaled_sizes(backbone, train_rois=200):
     """{attribute: size} of the backbone's row; train_rois: the image size's
-    TRAIN_ROIS_PER_IMAGE (mrcnn.config_values.size_settings), scaled by the row's share."""
+    TRAIN_ROIS_PER_IMAGE (mrcnn.config_io.size_settings), scaled by the row's share."""
     row = table_row(backbone)
     w = WIDTHS[row]
     return {"TOP_DOWN_PYRAMID_SIZE": w, "RPN_CONV_DEPTH": w,
@@ -126,13 +126,13 @@ def apply_scaled_defaults(config, base_class):
 
 def _from_image_size(config):
     """True when TRAIN_ROIS_PER_IMAGE was set by the image size, not by the user
-    (mrcnn.config_values.size_settings marks its values)."""
+    (mrcnn.config_io.size_settings marks its values)."""
     return "TRAIN_ROIS_PER_IMAGE" in getattr(config, "_SIZE_SETTINGS", ())
 
 
 def sizes_in_weights(shapes):
     """The sizes a model was built with, from its weight shapes {layer: [shapes]}
-    (mrcnn.weights_io.read_weight_shapes): {attribute: size} of those found."""
+    (mrcnn.weights.by_name.read_weight_shapes): {attribute: size} of those found."""
     out = {}
     rpn = shapes.get("rpn_conv_shared")
     if rpn:                                           # kernel [3, 3, pyramid, depth]
