@@ -62,7 +62,7 @@ def summarize(pairs, counts, title):
 
 def load_model(weights, precision):
     from fashion.config import make_config, values_to_overrides
-    from fashion.runs import read_run_file
+    from fashion.run import read_run_file
     from mrcnn.model import MaskRCNN
     values = values_to_overrides(read_run_file(weights)["config"])
     values.update(IMAGES_PER_GPU=1, GPU_COUNT=1, MIXED_PRECISION=precision,

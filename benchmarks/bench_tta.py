@@ -33,9 +33,10 @@ def evaluate_setting(args, spec):
                       demo_images=args.demo_images, weights=args.weights, logs=args.logs,
                       tta=None if spec == "none" else spec, postprocess="none",
                       limit=args.limit)
-    detector, meta, _ = detector_from_args(ns)
-    ns.image_size = int(detector.model.config.IMAGE_MAX_DIM)
-    dataset, _, _ = dataset_from_args(ns, "val")
+    detector, run = detector_from_args(ns)
+    meta = run.meta
+    dataset, _, _ = dataset_from_args(
+        ns, "val", image_size=int(detector.model.config.IMAGE_MAX_DIM))
     gt = dataset_ground_truth(dataset, category_ids=dataset.category_ids)
     detector(dataset.load_image(dataset.image_ids[0]))            # build / trace first
     predictions, cpu = [], 0.0

@@ -20,6 +20,7 @@ MOVED = {
     "fashion.records": "fashion.data.shards",
     "fashion.reports": "fashion.commands.reports",
     "fashion.rle": "fashion.data.rle",
+    "fashion.runs": "fashion.run",
     "fashion.train_eval": "fashion.commands.train_eval",
     "fashion.tta": "fashion.inference.tta",
     "fashion.tuning": "fashion.inference.tuning",

@@ -90,13 +90,17 @@ def default_backbone(weights, image_size):
     return "resnet50"
 
 
-def build_config(args, train_ds, pretrained, saved=None, weights_path=None):
+def build_config(args, train_ds, pretrained, saved=None, weights_path=None, **given):
     """The run's config from the flags (train's or tfrecords'), the data's class and
     attribute counts (train_ds.num_classes / num_attributes), a resumed run's values and
     the starting weights (--weights; weights_path: the file they come from), whose
-    pyramid and head sizes the model takes (fashion.config.weights_layout)."""
+    pyramid and head sizes the model takes (fashion.config.weights_layout). `given`
+    (flag names with '_') take the place of the flags' values, e.g. the precision the
+    command settled on; the caller's namespace is left as it is."""
     from fashion.config import make_config, weights_layout
     from mrcnn.config_io import values_to_overrides
+    if given:
+        args = argparse.Namespace(**{**vars(args), **given})
     values = values_to_overrides(saved["config"]) if saved else {}
     values.update(weights_layout(getattr(args, "weights", None), weights_path))
     size = args.image_size or values.get("IMAGE_MAX_DIM") or (

@@ -307,7 +307,7 @@ def test_tflite_matches_detect_or_fails_naming_the_op(model, images, reference, 
 def test_cli_export_from_a_checkpoint(model, tmp_path, images):
     """fashion.py export --weights PATH: names from fashion_run.json travel with it."""
     from fashion.fashion import main
-    from fashion.runs import write_run_file
+    from fashion.run import write_run_file
     from mrcnn.weights.by_name import save_weights_by_name
     from tests.export_model import ATTRIBUTES, EXTRA, NAMES
     run_dir = tmp_path / "logs" / "fashion20250101T0000"

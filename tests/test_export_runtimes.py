@@ -35,12 +35,9 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="module")
 def float_model(trained):
     """The trained run's inference model in float32 (what the exports are made from)."""
-    from fashion.cli_args import command_args
-    from fashion.commands import export as export_cmd
-    from fashion.runs import inference_model
-    args = command_args(export_cmd, weights=trained["ckpt"], logs=trained["logs"],
-                        export_format="onnx", out="-", set=['MIXED_PRECISION="float32"'])
-    return inference_model(args)
+    from fashion.run import Run
+    run = Run(trained["ckpt"], trained["logs"])
+    return run.model(), run.meta, run.checkpoint
 
 
 @pytest.fixture(scope="module")

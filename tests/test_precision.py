@@ -106,9 +106,50 @@ def test_auto_inference_keeps_float32_so_foreign_weights_give_their_answers():
                                            mode="inference")
 
 
-def test_cli_infers_in_half_precision_only_for_runs_trained_in_it():
-    from fashion.runs import inference_precision
-    from mrcnn.training.precision import resolve_precision as resolve
-    assert inference_precision(None) == "float32"
-    assert inference_precision("float32") == "float32"
-    assert inference_precision("mixed_bfloat16") == resolve("auto")
+def _half_precision_run(tmp_path):
+    """A run directory whose run file says it was trained in mixed bfloat16, with a
+    checkpoint that holds no head sizes (an empty HDF5 file: nothing to rebuild from)."""
+    import h5py
+
+    from fashion.config import make_config
+    from fashion.run import write_run_file
+    config = make_config(128, 4, 0, "resnet18", pretrained=False,
+                         MIXED_PRECISION="mixed_bfloat16")
+    write_run_file(str(tmp_path), config, {"class_names": ["BG", "a", "b", "c"],
+                                           "attribute_index_to_id": []})
+    ckpt = tmp_path / "mask_rcnn_fashion_0001.h5"
+    h5py.File(ckpt, "w").close()
+    return str(ckpt)
+
+
+def test_a_run_trained_in_half_precision_infers_in_float32_unless_asked(tmp_path):
+    """One run, one answer: inference is float32 on every machine whatever the run was
+    trained in; --precision bf16|fp16 asks for half precision and --set still wins."""
+    from fashion.errors import CLIError
+    from fashion.run import Run
+    ckpt = _half_precision_run(tmp_path)
+    assert Run(ckpt).config().MIXED_PRECISION == "float32"
+    assert Run(ckpt, precision="bf16").config().MIXED_PRECISION == "mixed_bfloat16"
+    assert Run(ckpt, precision="fp16").config().MIXED_PRECISION == "mixed_float16"
+    sets = ['MIXED_PRECISION="mixed_bfloat16"']
+    assert Run(ckpt, sets=sets).config().MIXED_PRECISION == "mixed_bfloat16"
+    assert "float32" in Run(ckpt).describe()
+    with pytest.raises(CLIError, match="--precision"):
+        Run(ckpt, precision="half")
+
+
+def test_a_run_is_opened_once_from_the_flags(tmp_path):
+    """Run.from_args reads the model flags; a command's own values sit under --set."""
+    import argparse
+
+    from fashion.run import Run
+    ckpt = _half_precision_run(tmp_path)
+    args = argparse.Namespace(weights=ckpt, logs=str(tmp_path), set=["DETECTION_MAX_INSTANCES=7"],
+                              min_confidence=0.3, image_size=256, precision="float32")
+    run = Run.from_args(args)
+    assert run.class_names == ["BG", "a", "b", "c"] and run.checkpoint == ckpt
+    config = run.config(DETECTION_MAX_INSTANCES=50, DETECTION_NMS_THRESHOLD=0.4)
+    assert config.DETECTION_MAX_INSTANCES == 7          # --set wins over the command
+    assert config.DETECTION_NMS_THRESHOLD == 0.4
+    assert config.DETECTION_MIN_CONFIDENCE == 0.3 and config.IMAGE_MAX_DIM == 256
+    assert vars(args)["set"] == ["DETECTION_MAX_INSTANCES=7"]   # the namespace untouched

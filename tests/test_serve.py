@@ -170,7 +170,7 @@ def test_four_concurrent_clients_each_get_their_answer(server, exported, photos)
 def test_weights_predictor_gives_the_records_of_the_export(exported, tmp_path, photos):
     """serve --weights (a checkpoint with fashion_run.json) answers like serve --export."""
     from fashion.inference.outputs import to_records
-    from fashion.runs import write_run_file
+    from fashion.run import write_run_file
     from fashion.serving.predictors import ExportPredictor, make_predictor
     from fashion.cli_args import command_args
     from fashion.commands import serve

@@ -135,7 +135,7 @@ def test_batches_give_the_detections_of_single_calls(predictor, exported, photos
     # with IMAGES_PER_GPU = --max-batch).
     from fashion.cli_args import command_args
     from fashion.commands import serve
-    from fashion.runs import write_run_file
+    from fashion.run import write_run_file
     from fashion.serving.predictors import make_predictor
     from mrcnn.weights.by_name import save_weights_by_name
     model = exported[0]

@@ -8,11 +8,13 @@ A format that cannot run here gets a row saying why and the others go on. Writes
 benchmark.csv and benchmark.png (latency against AP) to --out.
 """
 import argparse
+import json
 import os
 import shutil
 import time
 
 from fashion.cli_args import FORMATS, add_model_args
+from fashion.run import add_precision_arg
 from fashion.errors import CLIError
 
 BENCH_FORMATS = ("tf", "saved_model", "onnx", "openvino", "openvino-int8", "onnx-int8")
@@ -36,6 +38,7 @@ def add_parser(subparsers, parents):
         "with avx512_bf16 or AMX).", epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
+    add_precision_arg(p)
     p.add_argument("--formats", default=",".join(BENCH_FORMATS),
                    help="comma-separated formats (default: %(default)s)")
     add_val_data_args(p)
@@ -65,8 +68,8 @@ def _reason(error):
 class Bench:
     """One benchmark run: the model, its val images and the detect() reference."""
 
-    def __init__(self, args, model, meta, dataset, ids, out):
-        self.args, self.model, self.meta = args, model, meta
+    def __init__(self, args, model, meta, dataset, ids, out, run=None):
+        self.args, self.model, self.meta, self.run = args, model, meta, run
         self.dataset, self.ids, self.out = dataset, ids, out
         self.reference = None                 # detect() results, for parity
 
@@ -108,7 +111,7 @@ class Bench:
             flags = host_cpu_flags()
             if not {"avx512_bf16", "amx_bf16"} & set(flags):
                 raise RuntimeError("this CPU has no bfloat16 (avx512_bf16 or AMX)")
-            model = _bf16_model(self.args)
+            model = _bf16_model(self.run)
         return (lambda image: model.detect([image])[0]), \
             f"TensorFlow {tf.__version__} detect() {model.precision}", "-"
 
@@ -125,12 +128,15 @@ class Bench:
                            report=lambda *a: None, **self.names())
 
 
-def _bf16_model(args):
-    from fashion.runs import inference_model
-    bf16 = argparse.Namespace(**vars(args))
-    bf16.set = [s for s in args.set if not s.upper().startswith("MIXED_PRECISION=")] + \
-        ['MIXED_PRECISION="mixed_bfloat16"']
-    return inference_model(bf16)[0]
+def _bf16_model(run):
+    """The run's model in bfloat16 (the tf-bf16 row)."""
+    from fashion.run import Run
+    return Run(run.checkpoint, run.logs, backbone=run.flags["backbone"],
+               image_size=run.flags["image_size"],
+               min_confidence=run.flags["min_confidence"],
+               sets=[f"{k}={json.dumps(v)}" for k, v in run.sets.items()
+                     if k != "MIXED_PRECISION"],
+               precision="bf16").model()
 
 
 def measure(bench, fmt):
@@ -169,22 +175,21 @@ def measure(bench, fmt):
 
 def run(args):
     from fashion.commands.export_eval import val_split
-    from fashion.runs import inference_model
+    from fashion.run import Run
     from mrcnn.evaluation.plots import format_table, write_per_class_table
     formats = parse_formats(args.formats)
     if "tf" in formats:                       # the reference first
         formats = ["tf"] + [f for f in formats if f != "tf"]
-    if not any(s.upper().startswith("MIXED_PRECISION=") for s in args.set or []):
-        args.set = ['MIXED_PRECISION="float32"'] + list(args.set or [])
-    model, meta, weights = inference_model(args)
+    run = Run.from_args(args)
+    model, meta, weights = run.model(), run.meta, run.checkpoint
     size = int(model.config.IMAGE_MAX_DIM)
     dataset, ids = val_split(args.dataset, meta, args, size, label_set=args.format)
     out = args.out or _default_out(weights)
     shutil.rmtree(os.path.join(out, "exports"), ignore_errors=True)   # this run's only
     os.makedirs(out, exist_ok=True)
-    print(f"benchmark of {weights}: {model.config.BACKBONE} at {size} px, {len(ids)} val "
-          f"images, formats {', '.join(formats)}")
-    bench = Bench(args, model, meta, dataset, ids, out)
+    print(f"benchmark of {run.describe(model.config)}: {len(ids)} val images, formats "
+          f"{', '.join(formats)}")
+    bench = Bench(args, model, meta, dataset, ids, out, run)
     rows = [measure(bench, fmt)[0] for fmt in formats]
     print()
     write_per_class_table(rows, os.path.join(out, "benchmark.csv"), COLUMNS, sort_by=None,

@@ -44,7 +44,8 @@ def add_parser(subparsers, parents):
 
 def _steps(args):
     """The train, evaluate and detect arguments of the demo (the same as the command
-    lines `fashion.py train|evaluate|detect --dataset demo ...` would give)."""
+    lines `fashion.py train|evaluate|detect --dataset demo ...` would give), as
+    functions of what the earlier steps produced."""
     common = {"logs": args.logs, "quiet": args.quiet}
     data = {"dataset": "demo", "demo_dir": args.demo_dir, "demo_images": args.demo_images,
             "image_size": args.image_size}
@@ -54,9 +55,14 @@ def _steps(args):
         images_per_gpu=args.images_per_gpu, time_budget=args.minutes,
         keep_last=1, set=list(DEMO_SETTINGS),  # the last and the best checkpoint
         eval_every=1)  # an AP point per epoch on the demo's curve, budget or not
-    evaluate_args = command_args(evaluate, **common, **data, out=args.out)
-    detect_args = command_args(detect, **common, overlays=os.path.join(args.out, "overlays"),
-                               out=os.path.join(args.out, "detections.jsonl"))
+
+    def evaluate_args(checkpoint):
+        return command_args(evaluate, **common, **data, out=args.out, weights=checkpoint)
+
+    def detect_args(checkpoint, images):
+        return command_args(detect, **common, weights=checkpoint, images=images,
+                            overlays=os.path.join(args.out, "overlays"),
+                            out=os.path.join(args.out, "detections.jsonl"))
     return train_args, evaluate_args, detect_args
 
 
@@ -64,10 +70,9 @@ def run(args):
     t0 = time.time()
     train_args, evaluate_args, detect_args = _steps(args)
     trained = train.run(train_args)
-    evaluate_args.weights = detect_args.weights = trained["checkpoint"]
-    ev = evaluate.run(evaluate_args)
-    detect_args.images = _held_out_images(ev["ground_truth"], args.demo_dir, args.overlays)
-    det = detect.run(detect_args)
+    ev = evaluate.run(evaluate_args(trained["checkpoint"]))
+    det = detect.run(detect_args(trained["checkpoint"], _held_out_images(
+        ev["ground_truth"], args.demo_dir, args.overlays)))
     m = ev["metrics"]
     print("\n===== demo summary =====")
     print(f"training:   {trained['steps']} steps to epoch {trained['epoch']}, "

@@ -13,6 +13,7 @@ from fashion.data.sources import find_images, progress
 from fashion.inference.outputs import draw_overlay, sidecar_path, to_records
 from fashion.inference.detector import add_postprocess_args, detector_from_args
 from fashion.errors import CLIError
+from fashion.run import add_precision_arg
 
 log = logging.getLogger("fashion")
 
@@ -33,6 +34,7 @@ def add_parser(subparsers, parents):
         "PRED.images.json lists every input image.", epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
+    add_precision_arg(p)
     p.add_argument("--images", required=True, metavar="DIR_OR_GLOB")
     p.add_argument("--out", required=True, metavar="PRED.jsonl")
     p.add_argument("--overlays", default=None, metavar="DIR",
@@ -50,7 +52,9 @@ def run(args):
     if os.path.isdir(args.out):
         raise CLIError(f"--out {args.out} is a directory; give a file name such as "
                        f"{os.path.join(args.out, 'pred.jsonl')}.")
-    detector, meta, weights = detector_from_args(args)
+    detector, run = detector_from_args(args)
+    meta, weights = run.meta, run.checkpoint
+    print(run.describe(detector.model.config))
     images, failed, count = [], [], 0
     with PredictionWriter(args.out) as writer:
         for path in progress(paths, "detect"):

@@ -14,6 +14,7 @@ from fashion.data.sources import dataset_from_args, progress
 from fashion.inference.outputs import to_records
 from fashion.inference.detector import add_postprocess_args, detector_from_args
 from fashion.errors import CLIError
+from fashion.run import add_precision_arg
 from mrcnn.evaluation.groundtruth import dataset_ground_truth
 from fashion.commands.reports import evaluation_report, samples_of
 
@@ -39,6 +40,7 @@ def add_parser(subparsers, parents):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(p, required=False)
     add_model_args(p, data_flags=False)
+    add_precision_arg(p)
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output directory (default: the weights' run directory, else "
                    "results/)")
@@ -49,16 +51,6 @@ def add_parser(subparsers, parents):
                    "score threshold when post-processing applies)")
     p.set_defaults(func=run, min_confidence=0.05)
     return p
-
-
-def _data_args(args, meta):
-    """--dataset/--format default to the ones the run was trained on."""
-    if args.dataset is None:
-        if not meta.get("dataset"):
-            raise CLIError("--dataset is needed: these weights do not record their "
-                           "dataset; pass --dataset PATH --format NAME (or demo).")
-        args.dataset, args.format = meta["dataset"], meta["format"]
-    return args
 
 
 def _detect_split(detector, dataset, meta, pred_path, samples=None):
@@ -122,17 +114,16 @@ def _print_report(metrics, coco, out_dir):
 
 def run(args):
     from mrcnn.fileio import write_json
-    detector, meta, weights = detector_from_args(args)
-    model = detector.model
+    detector, run = detector_from_args(args)
+    meta, weights, model = run.meta, run.checkpoint, detector.model
+    print(run.describe(model.config))
     if detector.params or detector.views:
         print(f"post-processing: {detector.describe()}")
-    if args.imat_min_score is None:
-        args.imat_min_score = (detector.params["score_threshold"] if detector.params
-                               else 0.5)
-    _data_args(args, meta)
-    if args.dataset == "demo" and not args.image_size:
-        args.image_size = int(model.config.IMAGE_MAX_DIM)  # the demo set at the run's size
-    dataset, path, fmt = dataset_from_args(args, "val")
+    imat_min_score = args.imat_min_score
+    if imat_min_score is None:
+        imat_min_score = detector.params["score_threshold"] if detector.params else 0.5
+    dataset, path, fmt = dataset_from_args(args, "val", **run.data_flags(
+        args.dataset, args.image_size, model.config))
     if fmt != meta.get("format") and meta.get("format"):
         raise CLIError(f"The weights were trained on {meta['format']} labels but --format "
                        f"is {fmt}; evaluate on a dataset with the same labels.")
@@ -149,7 +140,7 @@ def run(args):
     samples = []
     predictions = _detect_split(detector, dataset, meta, pred_path, samples)
     with_attributes = bool(meta.get("attribute_index_to_id")) and "attributes" in gt
-    metrics, coco = _metrics(gt, predictions, with_attributes, args.imat_min_score)
+    metrics, coco = _metrics(gt, predictions, with_attributes, imat_min_score)
     pngs = _print_report(metrics, coco, out_dir)
     summary = {"weights": os.path.abspath(weights), "images": len(dataset.image_ids),
                "detections": len(predictions), "postprocess": detector.params,

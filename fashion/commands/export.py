@@ -111,7 +111,7 @@ def _print_int8(info):
 
 
 def run(args):
-    from fashion.runs import inference_model
+    from fashion.run import Run
     from mrcnn.export import ExportError
     from mrcnn.export.extras import require_format
     if os.path.isfile(args.out):
@@ -121,9 +121,8 @@ def run(args):
         require_format(args.export_format, args.int8)
     except ExportError as e:
         raise CLIError(str(e)) from None
-    if not any(s.upper().startswith("MIXED_PRECISION=") for s in args.set or []):
-        args.set = ['MIXED_PRECISION="float32"'] + list(args.set or [])
-    model, meta, weights = inference_model(args)
+    run = Run.from_args(args)                 # float32, as every export is checked in
+    model, meta, weights = run.model(), run.meta, run.checkpoint
     extra = {k: v for k, v in meta.items() if k not in ("class_names", "attribute_names")}
     extra["weights"] = os.path.abspath(weights)
     names = {"class_names": meta["class_names"],

@@ -8,7 +8,7 @@ import numpy as np
 
 from fashion.cli_args import add_model_args
 from fashion.errors import CheckFailed, CLIError
-from fashion.runs import inference_model
+from fashion.run import Run
 
 SCORE_EXAMPLES = """examples:
   python fashion/fashion.py score --annotations results/ground_truth_val.json \\
@@ -94,7 +94,7 @@ def run_check(args):
     from mrcnn.data.dataset import read_image
     from mrcnn.fileio import atomic_write_bytes
     image = read_image(args.image)                                  # [H, W, 3]
-    model, _, _ = inference_model(args)
+    model = Run.from_args(args).model()
     masks = model.detect([image])[0]["masks"]                       # [H, W, N]
     if args.update:
         os.makedirs(args.expected, exist_ok=True)

@@ -12,6 +12,7 @@ import argparse
 import signal
 
 from fashion.cli_args import add_model_args
+from fashion.run import add_precision_arg
 from fashion.errors import CLIError
 
 EXAMPLES = """examples:
@@ -33,6 +34,7 @@ def add_parser(subparsers, parents):
         "(Prometheus) and an upload page at GET /.", epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
+    add_precision_arg(p)
     p.add_argument("--export", default=None, metavar="DIR",
                    help="serve an export written by `export` instead of --weights: a "
                    "SavedModel, model.onnx (onnxruntime), model.xml (OpenVINO) or "

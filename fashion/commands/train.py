@@ -9,7 +9,7 @@ from fashion.data.sources import dataset_from_args, dataset_meta, h5_source
 from fashion.errors import CLIError
 from fashion.data.shards import META_KEYS, check_records, peek_record, read_records_meta, \
     records_files
-from fashion.runs import (CLASS_SIZED_LAYERS, find_best_checkpoint, find_last_checkpoint,
+from fashion.run import (CLASS_SIZED_LAYERS, find_best_checkpoint, find_last_checkpoint,
                           load_checkpoint, read_run_file, record_best, write_run_file)
 from fashion.commands.reports import add_report_args, report_only, write_data_report
 from fashion.commands.train_eval import add_train_eval_args, evaluation_callback, retention
@@ -184,8 +184,9 @@ class TrainingData:
     run's label meta, class/attribute counts and the val image count (None: unknown)."""
 
     def __init__(self, train, val, meta, num_classes, num_attributes, val_images,
-                 train_files=None, val_files=None):
+                 train_files=None, val_files=None, image_size=None):
         self.train, self.val, self.meta = train, val, meta
+        self.image_size = image_size  # the records' size when --image-size is left out
         self.num_classes, self.num_attributes = num_classes, num_attributes
         self.val_images = val_images
         self.train_files, self.val_files = train_files, val_files
@@ -211,9 +212,10 @@ def training_data(args, tpu):
 def _records_data(args, tpu):
     files = records_files(args.tfrecords, "--tfrecords")
     saved = read_records_meta(files)
-    if not args.image_size:  # the size the records were written at
+    image_size = args.image_size
+    if not image_size:  # the size the records were written at
         first = None if saved else peek_record(files)
-        args.image_size = int(saved["config"]["IMAGE_MAX_DIM"]) if saved else (
+        image_size = int(saved["config"]["IMAGE_MAX_DIM"]) if saved else (
             max(first["height"], first["width"]) if first else None)
     val, val_images, val_files = None, 0, None
     if args.val_tfrecords:
@@ -221,7 +223,7 @@ def _records_data(args, tpu):
         val_saved = read_records_meta(val_files)
         val, val_images = args.val_tfrecords, (val_saved or {}).get("num_images")
     if args.dataset:
-        ds, path, fmt = dataset_from_args(args, "val")
+        ds, path, fmt = dataset_from_args(args, "val", image_size=image_size)
         meta = dataset_meta(ds, path, fmt)
         if val is None and tpu:
             log.info("TPU: validating needs --val-tfrecords; training without validation.")
@@ -239,7 +241,8 @@ def _records_data(args, tpu):
                        f"--dataset has {len(meta['class_names'])} of {meta['format']}; pass "
                        "the dataset the records were written from.")
     return TrainingData(args.tfrecords, val, meta, len(meta["class_names"]),
-                        len(meta["attribute_index_to_id"]), val_images, files, val_files)
+                        len(meta["attribute_index_to_id"]), val_images, files, val_files,
+                        image_size)
 
 
 def _sources(args, config, data, strategy):
@@ -301,13 +304,15 @@ def run(args):
     if tpu and not args.tfrecords:
         raise CLIError(TPU_NEEDS_RECORDS)
     start, pretrained, saved = _start_weights(args)
-    if start == "imagenet" and not args.backbone:
-        args.backbone = "resnet50"
     data = training_data(args, tpu)
     eval_data = data.val  # a Python val split (evaluated while training) or records
-    args.mixed_precision = precision_policy(args.mixed_precision, tpu)
+    given = {"mixed_precision": precision_policy(args.mixed_precision, tpu),
+             "image_size": args.image_size or data.image_size}
+    if start == "imagenet" and not args.backbone:
+        given["backbone"] = "resnet50"
     config = build_config(args, data, pretrained, saved,
-                          weights_path=start if start not in (None, "coco", "imagenet") else None)
+                          weights_path=start if start not in (None, "coco", "imagenet") else None,
+                          **given)
     distribute.configure_for_strategy(config, strategy)
     if data.train_files:
         check_records(data.train_files, config, "--tfrecords")

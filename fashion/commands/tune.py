@@ -48,19 +48,17 @@ def add_parser(subparsers, parents):
     return p
 
 
-def _raw_pass_model(args):
-    """The inference model with the raw-pass settings, its run meta and weights path."""
+def _raw_pass_model(run):
+    """The inference model of a Run with the raw-pass settings, the run's instance cap
+    and NMS threshold."""
     from fashion.inference import postprocess as pp
-    from fashion.runs import inference_model, read_run_file, resolve_checkpoint
-    run = read_run_file(resolve_checkpoint(args.weights, args.logs)) or {}
-    config = run.get("config") or {}
+    config = run.saved_config
     cap = int(config.get("DETECTION_MAX_INSTANCES") or 100)
     nms = float(config.get("DETECTION_NMS_THRESHOLD") or 0.3)
-    args.set = [f"DETECTION_MIN_CONFIDENCE={pp.PASS_MIN_SCORE}",
-                f"DETECTION_NMS_THRESHOLD={max(pp.PASS_NMS_IOU, nms)}",
-                f"DETECTION_MAX_INSTANCES={2 * cap}"] + list(args.set or [])
-    model, meta, weights = inference_model(args)
-    return model, meta, weights, cap, nms
+    model = run.model(DETECTION_MIN_CONFIDENCE=pp.PASS_MIN_SCORE,
+                      DETECTION_NMS_THRESHOLD=max(pp.PASS_NMS_IOU, nms),
+                      DETECTION_MAX_INSTANCES=2 * cap)
+    return model, cap, nms
 
 
 def run(args):
@@ -70,15 +68,12 @@ def run(args):
     from fashion.inference.detector import parse_views
     views = parse_views(args.tta)
     t0 = time.time()
-    model, meta, weights, cap, nms = _raw_pass_model(args)
-    if args.dataset is None:
-        if not meta.get("dataset"):
-            raise CLIError("--dataset is needed: these weights do not record their "
-                           "dataset; pass --dataset PATH --format NAME (or demo).")
-        args.dataset, args.format = meta["dataset"], meta["format"]
-    if args.dataset == "demo" and not args.image_size:
-        args.image_size = int(model.config.IMAGE_MAX_DIM)
-    dataset, path, _ = dataset_from_args(args, "val")
+    from fashion.run import Run
+    run = Run.from_args(args)
+    meta, weights = run.meta, run.checkpoint
+    model, cap, nms = _raw_pass_model(run)
+    dataset, path, _ = dataset_from_args(args, "val", **run.data_flags(
+        args.dataset, args.image_size, model.config))
     if not len(dataset.image_ids):
         raise CLIError(f"The val split of {path} has no images; check --dataset, --limit "
                        "and --val-fraction.")
@@ -114,7 +109,7 @@ def run(args):
 
 
 def _store(weights, choice):
-    from fashion.runs import RUN_FILE, read_run_file
+    from fashion.run import RUN_FILE, read_run_file
     from mrcnn.fileio import write_json
     run = read_run_file(weights)
     if run is None:

@@ -115,8 +115,13 @@ def load_dataset(path, fmt, subset, limit=None, val_fraction=0.2, image_dir=None
     return ds
 
 
-def dataset_from_args(args, subset):
-    """(dataset, path, format) of --dataset/--format; 'demo' generates the demo set."""
+def dataset_from_args(args, subset, **given):
+    """(dataset, path, format) of --dataset/--format; 'demo' generates the demo set.
+    `given` (flag names with '_') take the place of flags the user left out, e.g. the
+    dataset a run was trained on; the caller's namespace is left as it is."""
+    if given:
+        import argparse
+        args = argparse.Namespace(**{**vars(args), **given})
     if args.dataset == "demo":
         size = getattr(args, "image_size", None) or 128
         path = demo_dataset(getattr(args, "demo_dir", None),

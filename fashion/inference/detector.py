@@ -51,41 +51,48 @@ def add_postprocess_args(p):
                    "suppress the weaker or merge it into the stronger")
 
 
-def _settings(args):
+def _settings(run, flags):
     """(params given by the run file and flags, or None; the run's instance cap and
-    NMS threshold; the stored "postprocess" dict, {} when ignored or absent)."""
-    from fashion.runs import read_run_file, resolve_checkpoint
-    run = read_run_file(resolve_checkpoint(args.weights, args.logs)) or {}
-    config = run.get("config") or {}
+    NMS threshold). flags: {post-processing key: value or None} from the command line."""
+    config = run.saved_config
     cap = int(config.get("DETECTION_MAX_INSTANCES") or 100)
     nms = float(config.get("DETECTION_NMS_THRESHOLD") or 0.3)
-    stored = run.get("postprocess") if getattr(args, "postprocess", "run") == "run" else None
-    params = {k: stored[k] for k in pp.PARAM_KEYS if k in (stored or {})}
-    params.update({k: getattr(args, k) for k in pp.PARAM_KEYS
-                   if getattr(args, k, None) is not None})
+    stored = run.postprocess
+    params = {k: stored[k] for k in pp.PARAM_KEYS if k in stored}
+    params.update({k: v for k, v in (flags or {}).items()
+                   if k in pp.PARAM_KEYS and v is not None})
     if stored:
         cap = int(stored.get("max_instances", cap))
-    return (params or None), cap, nms, (stored or {})
+    return (params or None), cap, nms
 
 
-def detector_from_args(args):
-    """(Detector, run meta, weights path) for detect/evaluate's flags."""
-    from fashion.runs import inference_model
-    views = parse_views(getattr(args, "tta", None))
-    params, cap, run_nms, stored = _settings(args)
-    _note_tuned_views(stored, args.tta if views else None, views)
+def make_detector(run, tta=None, flags=None):
+    """The Detector of a Run (fashion.run): its stored post-processing and the flags'
+    values (`flags`: {post-processing key: value}), with --tta's views (`tta`)."""
+    views = parse_views(tta)
+    params, cap, run_nms = _settings(run, flags)
+    _note_tuned_views(run.postprocess, tta if views else None, views)
+    overrides = {}
     if params is not None:  # the raw pass: lenient NMS, room for twice the instances
-        sets = [f"DETECTION_NMS_THRESHOLD={max(pp.PASS_NMS_IOU, params.get('nms_iou', run_nms))}",
-                f"DETECTION_MAX_INSTANCES={2 * cap}"]
+        overrides = {"DETECTION_NMS_THRESHOLD": max(pp.PASS_NMS_IOU,
+                                                    params.get("nms_iou", run_nms)),
+                     "DETECTION_MAX_INSTANCES": 2 * cap}
         if "score_threshold" in params:
-            sets.append(f"DETECTION_MIN_CONFIDENCE={params['score_threshold']}")
-        args.set = sets + list(getattr(args, "set", None) or [])
-    model, meta, weights = inference_model(args)
+            overrides["DETECTION_MIN_CONFIDENCE"] = params["score_threshold"]
+    model = run.model(**overrides)
     if params is not None:
         params = {**pp.default_params(model.config), "nms_iou": run_nms, **params}
     else:
         cap = int(model.config.DETECTION_MAX_INSTANCES)
-    return Detector(model, params, views, cap), meta, weights
+    return Detector(model, params, views, cap)
+
+
+def detector_from_args(args):
+    """(Detector, Run) for detect/evaluate's flags: the run opened once."""
+    from fashion.run import Run
+    run = Run.from_args(args)
+    flags = {k: vars(args).get(k) for k in pp.PARAM_KEYS}
+    return make_detector(run, vars(args).get("tta"), flags), run
 
 
 def _note_tuned_views(stored, spec, views):

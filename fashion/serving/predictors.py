@@ -6,7 +6,6 @@ serialized by a lock (one model, many clients). `runtime` names what runs the mo
 detect_batch(images) gives each image's detect() result in as few model calls as the
 model takes (the server's batching).
 """
-import argparse
 import os
 import threading
 
@@ -106,9 +105,8 @@ def make_predictor(args):
     """The predictor for `serve`'s flags (--export DIR, or --weights with --logs)."""
     if getattr(args, "export", None):
         return ExportPredictor(args.export)
-    from fashion.runs import inference_model
-    if getattr(args, "max_batch", 1) > 1:       # detect() runs IMAGES_PER_GPU per call
-        args = argparse.Namespace(**dict(vars(args), set=list(args.set or []) + [
-            f"IMAGES_PER_GPU={int(args.max_batch)}"]))
-    model, meta, weights = inference_model(args)
-    return CheckpointPredictor(model, meta, weights)
+    from fashion.run import Run
+    run = Run.from_args(args)
+    batch = int(vars(args).get("max_batch") or 1)  # detect() runs IMAGES_PER_GPU per call
+    model = run.model(**({"IMAGES_PER_GPU": batch} if batch > 1 else {}))
+    return CheckpointPredictor(model, run.meta, run.checkpoint)
