@@ -150,7 +150,7 @@ def timed(detect, image, reps):
 
 def speed(backbone, size, formats, reps):
     """{format: (median seconds, detections) or an error string} for one model."""
-    from mrcnn.export.outputs import to_results
+    from mrcnn.export.results import to_results
     from mrcnn.export.runtime import open_export
     from mrcnn.model import MaskRCNN
     from mrcnn.training.precision import host_cpu_flags

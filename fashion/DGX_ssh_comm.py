@@ -310,11 +310,10 @@ def command_index(argv):
 
 
 def _parse_legacy(argv):
-    args = build_legacy_parser().parse_args(argv)
+    args = build_legacy_parser().parse_args(argv, namespace=argparse.Namespace(cmd="legacy"))
     if not (args.syncsrc or args.command):
         raise RemoteError("the short form needs -s SRC and/or -c CMD (with -d DEST); "
                           "see --help.")
-    args.cmd = "legacy"
     return args, None
 
 

@@ -1,4 +1,6 @@
-"""Configurations of the fashion application.
+"""Configurations of the fashion application (the app's level of mrcnn/config.py: the
+library's Config holds every knob with matterport's defaults; this module picks the
+fashion defaults and builds the config the CLI trains and detects with).
 
 ``FashionConfig`` is matterport's Config with the fashion defaults (two images per GPU,
 a ResNet-50 FPN, 1024 px images). ``make_config`` builds the config the CLI trains and

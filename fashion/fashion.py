@@ -89,8 +89,7 @@ def run_command(argv, started=None):
     started: when the command started (default now); --time-budget counts from it."""
     started = started or time.time()
     parser = build_parser()
-    args = parser.parse_args(argv)
-    args.started = started
+    args = parser.parse_args(argv, namespace=argparse.Namespace(started=started))
     if not getattr(args, "command", None):
         raise CLIError(f"{parser.prog}: no command given; use one of "
                        f"{', '.join(parser.command_names)} (see {parser.prog} --help).")

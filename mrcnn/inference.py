@@ -148,7 +148,7 @@ def paste_mask(mask, box, full, threshold=MASK_THRESHOLD):
     return float(values.sum()) / count
 
 
-_paste_mask = paste_mask  # the name mrcnn.export.outputs used to look for
+_paste_mask = paste_mask  # the name mrcnn.export.results used to look for
 
 
 def boxes_to_original(boxes, window, image_shape, original_image_shape):

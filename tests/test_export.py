@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from mrcnn.export import ExportError, preprocess
-from mrcnn.export import outputs as postprocess
+from mrcnn.export import results as postprocess
 from tests.export_model import shared_model, shared_saved_model, smooth_images
 from tests.parity import compare
 

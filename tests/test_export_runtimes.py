@@ -76,7 +76,7 @@ def test_benchmark_writes_table_csv_and_chart(bench):
 
 
 def test_openvino_export_matches_detect(bench, float_model):
-    from mrcnn.export import outputs as postprocess
+    from mrcnn.export import results as postprocess
     from mrcnn.export.runtime import open_export
     from tests.export_model import smooth_images
     model = float_model[0]

@@ -2,7 +2,7 @@
 guards with and what `benchmark` reports.
 
 Every format is run as ``run(image uint8 [H, W, 3]) -> detect()-like result`` (the
-exports' outputs through ``mrcnn.export.outputs.to_results``, so masks are pasted
+exports' outputs through ``mrcnn.export.results.to_results``, so masks are pasted
 as detect() pastes them); segm AP is COCO's, on the same images for every format.
 """
 import argparse
@@ -61,7 +61,7 @@ def val_split(dataset, meta, args, image_size, flag="--dataset", label_set=None)
 
 def export_detector(run):
     """An export's run(image) -> outputs dict, as image -> detect()-like result."""
-    from mrcnn.export.outputs import to_results
+    from mrcnn.export.results import to_results
 
     def detect(image):
         return to_results(run(image), [image.shape])[0]

@@ -38,7 +38,7 @@ def write_data_report(out_dir, config, train_data, train_source, augmentation,
     again=False keeps the pictures a resumed run drew when it started."""
     from mrcnn.report.batches import first_batches, plot_batches
     from mrcnn.report.html import write_report_html
-    from mrcnn.report.labels import label_statistics, plot_labels
+    from mrcnn.report.label_plots import label_statistics, plot_labels
     os.makedirs(out_dir, exist_ok=True)
     if not again and os.path.isfile(os.path.join(out_dir, "train_batches.png")):
         log.info("Data report: kept the pictures of %s (drawn when the run started).",

@@ -1,5 +1,8 @@
 """`tfrecords`: write a dataset split as sharded TFRecords (TPUs, multi-worker input).
 
+The command of the fashion CLI over the library's writer (mrcnn/data/tfrecords.py): it
+adds the dataset flags and the labels file beside the shards.
+
 The records hold each image resized exactly as `train` would resize it, its instance
 masks (lossless PNG), class ids, attributes and image meta. Beside the shards a
 `<prefix>.meta.json` file records the dataset's labels and the config the records were

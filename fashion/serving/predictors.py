@@ -81,7 +81,7 @@ class ExportPredictor(Predictor):
             self._fn, self._tf = self.loaded.run.signature, tf
 
     def _detect(self, image):
-        from mrcnn.export.outputs import to_results
+        from mrcnn.export.results import to_results
         return to_results(self.loaded.run(image), [image.shape])[0]
 
     def _detect_batch(self, images):
@@ -89,7 +89,7 @@ class ExportPredictor(Predictor):
         size); the converted formats take one image per call."""
         if self.loaded.format != "saved_model":
             return super()._detect_batch(images)
-        from mrcnn.export.outputs import to_results
+        from mrcnn.export.results import to_results
         results, groups = [None] * len(images), {}
         for i, image in enumerate(images):
             groups.setdefault(image.shape, []).append(i)

@@ -1,4 +1,6 @@
-"""Sharded TFRecords of records, parsed in-graph.
+"""Sharded TFRecords of records, parsed in-graph (the library side: writing and reading
+shards; the `tfrecords` command of the fashion CLI, fashion/commands/tfrecords.py, writes a
+dataset split with it and adds its labels file).
 
 Each example holds one record: the resized image as PNG bytes, each instance mask as a
 single-channel PNG (lossless), class ids, attributes (raw uint8 bytes, [N, A]) and image

@@ -7,7 +7,7 @@ TFLite.
     model.export("export/tflite", format="tflite")         # model.tflite + labels.json
 
 Every format takes uint8 images and returns ``detect()``'s detections (see
-``mrcnn.export.serving`` for the outputs, ``mrcnn.export.outputs`` for full-image
+``mrcnn.export.serving`` for the outputs, ``mrcnn.export.results`` for full-image
 masks and RLE in numpy). Decoding, resizing, mean subtraction, image meta and anchors
 are inside the exported graph. Writes are atomic (``mrcnn.fileio``).
 """

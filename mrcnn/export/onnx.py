@@ -6,7 +6,7 @@
     sess = onnxruntime.InferenceSession("DIR/model.onnx")
     names = [o.name for o in sess.get_outputs()]
     outputs = dict(zip(names, sess.run(None, {"images": image[None]})))
-    result = mrcnn.export.outputs.to_results(outputs, [image.shape])[0]
+    result = mrcnn.export.results.to_results(outputs, [image.shape])[0]
 
 One image per call (the batch dimension is 1). The model must compute in float32:
 ONNX Runtime has no bfloat16 / float16 convolution that matches TensorFlow's.

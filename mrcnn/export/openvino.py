@@ -4,7 +4,7 @@
     DIR/labels.json                (see mrcnn.export.metadata)
 
     run = mrcnn.export.openvino.load("DIR/model.xml")      # image -> outputs dict
-    result = mrcnn.export.outputs.to_results(run(image), [image.shape])[0]
+    result = mrcnn.export.results.to_results(run(image), [image.shape])[0]
 
 OpenVINO's CPU plugin computes float64 in float32, and the exact resize and box
 arithmetic of the other exports are float64 (a resized pixel would land one level off

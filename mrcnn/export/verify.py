@@ -148,7 +148,7 @@ def _describe(rows, k, side):
 
 def _mask_problem(e, g, pairs, image_shape, tol):
     """(problem or None, smallest IoU of the pairs' pasted masks)."""
-    from mrcnn.export.outputs import paste_masks
+    from mrcnn.export.results import paste_masks
     if not pairs:
         return None, 1.0
     i, j = (np.array(x) for x in zip(*pairs))

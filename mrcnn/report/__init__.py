@@ -1,7 +1,7 @@
 """The run report: pictures and tables people look at when a run goes wrong, and one
 static page linking them.
 
-- labels.py: label statistics of the training data -> labels.png.
+- label_plots.py: label statistics of the training data -> labels.png.
 - batches.py: the first training batches from the real tf.data pipeline ->
   train_batches.png.
 - evaluation.py: after an evaluation -> confusion_matrix.png,
