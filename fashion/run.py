@@ -175,6 +175,15 @@ class Run:
         load_checkpoint(model, self.checkpoint)
         return model
 
+    def detector(self, tta=None, flags=None):
+        """The Detector (fashion.inference.detector) detect and evaluate run: the stored
+        post-processing and the flags' values (`flags`: {post-processing key: value}),
+        with --tta's views (`tta`), on this run's model."""
+        from fashion.inference.detector import Detector, detector_settings
+        settings = detector_settings(self.postprocess, self.saved_config, tta, flags)
+        model = self.model(**settings.overrides)
+        return Detector.from_settings(model, settings)
+
     def describe(self, config=None):
         """The start-up line: checkpoint, backbone, size and the precision it runs in."""
         values = self.values() if config is None else {
@@ -207,20 +216,12 @@ def read_run_file(weights_path):
 
 def find_last_checkpoint(logs, name="fashion"):
     """Newest checkpoint of the newest run under logs (mrcnn.model.find_last)."""
-    from mrcnn.model import find_last
-    return find_last(logs, name)
+    return resolve_checkpoint("last", logs, name)
 
 
 def find_best_checkpoint(logs, name="fashion"):
     """The best checkpoint (mask_rcnn_fashion_best.h5) of the newest run under logs."""
-    from mrcnn.training.checkpoints import best_checkpoint
-    run_dir = os.path.dirname(find_last_checkpoint(logs, name))
-    path = best_checkpoint(run_dir)
-    if path is None:
-        raise CLIError(f"The newest run {run_dir} has no best checkpoint "
-                       f"(mask_rcnn_{name}_best.h5); train with evaluation on and "
-                       "--keep-best METRIC, or pass --weights last or a checkpoint path.")
-    return path
+    return resolve_checkpoint("best", logs, name)
 
 
 def record_best(log_dir):
@@ -238,12 +239,21 @@ def record_best(log_dir):
     return best
 
 
-def resolve_checkpoint(weights, logs):
+def resolve_checkpoint(weights, logs, name="fashion"):
     """--weights of evaluate/detect/check: 'last', 'best' or a file path -> path."""
-    if weights == "last":
-        return find_last_checkpoint(logs)
-    if weights == "best":
-        return find_best_checkpoint(logs)
+    if weights in ("last", "best"):
+        from mrcnn.model import find_last
+        from mrcnn.training.checkpoints import best_checkpoint
+        last = find_last(logs, name)
+        if weights == "last":
+            return last
+        path = best_checkpoint(os.path.dirname(last))
+        if path is None:
+            raise CLIError(f"The newest run {os.path.dirname(last)} has no best checkpoint "
+                           f"(mask_rcnn_{name}_best.h5); train with evaluation on and "
+                           "--keep-best METRIC, or pass --weights last or a checkpoint "
+                           "path.")
+        return path
     if weights in ("none", "coco", "imagenet"):
         raise CLIError(f"--weights {weights} has no trained heads to detect with; pass a "
                        "checkpoint file (logs/<run>/mask_rcnn_fashion_NNNN.h5), 'last' or "

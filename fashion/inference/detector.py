@@ -51,40 +51,36 @@ def add_postprocess_args(p):
                    "suppress the weaker or merge it into the stronger")
 
 
-def _settings(run, flags):
-    """(params given by the run file and flags, or None; the run's instance cap and
-    NMS threshold). flags: {post-processing key: value or None} from the command line."""
-    config = run.saved_config
-    cap = int(config.get("DETECTION_MAX_INSTANCES") or 100)
-    nms = float(config.get("DETECTION_NMS_THRESHOLD") or 0.3)
-    stored = run.postprocess
+class DetectorSettings:
+    """What a Detector applies on top of detect(), settled before its model is built:
+    post-processing params (None: detect() as is), TTA views, the instance cap, the
+    run's NMS threshold and the Config values of the raw pass (`overrides`)."""
+
+    def __init__(self, params, views, cap, run_nms):
+        self.params, self.views, self.cap, self.run_nms = params, views, cap, run_nms
+        self.overrides = {}
+        if params is not None:  # the raw pass: lenient NMS, room for twice the instances
+            self.overrides = {
+                "DETECTION_NMS_THRESHOLD": max(pp.PASS_NMS_IOU, params.get("nms_iou", run_nms)),
+                "DETECTION_MAX_INSTANCES": 2 * cap}
+            if "score_threshold" in params:
+                self.overrides["DETECTION_MIN_CONFIDENCE"] = params["score_threshold"]
+
+
+def detector_settings(stored, saved_config, tta=None, flags=None):
+    """DetectorSettings from a run's stored post-processing (`stored`, {} when absent or
+    ignored), its config values (`saved_config`), --tta and the post-processing flags
+    (`flags`: {key: value or None})."""
+    views = parse_views(tta)
+    cap = int(saved_config.get("DETECTION_MAX_INSTANCES") or 100)
+    nms = float(saved_config.get("DETECTION_NMS_THRESHOLD") or 0.3)
     params = {k: stored[k] for k in pp.PARAM_KEYS if k in stored}
     params.update({k: v for k, v in (flags or {}).items()
                    if k in pp.PARAM_KEYS and v is not None})
     if stored:
         cap = int(stored.get("max_instances", cap))
-    return (params or None), cap, nms
-
-
-def make_detector(run, tta=None, flags=None):
-    """The Detector of a Run (fashion.run): its stored post-processing and the flags'
-    values (`flags`: {post-processing key: value}), with --tta's views (`tta`)."""
-    views = parse_views(tta)
-    params, cap, run_nms = _settings(run, flags)
-    _note_tuned_views(run.postprocess, tta if views else None, views)
-    overrides = {}
-    if params is not None:  # the raw pass: lenient NMS, room for twice the instances
-        overrides = {"DETECTION_NMS_THRESHOLD": max(pp.PASS_NMS_IOU,
-                                                    params.get("nms_iou", run_nms)),
-                     "DETECTION_MAX_INSTANCES": 2 * cap}
-        if "score_threshold" in params:
-            overrides["DETECTION_MIN_CONFIDENCE"] = params["score_threshold"]
-    model = run.model(**overrides)
-    if params is not None:
-        params = {**pp.default_params(model.config), "nms_iou": run_nms, **params}
-    else:
-        cap = int(model.config.DETECTION_MAX_INSTANCES)
-    return Detector(model, params, views, cap)
+    _note_tuned_views(stored, tta if views else None, views)
+    return DetectorSettings(params or None, views, cap, nms)
 
 
 def detector_from_args(args):
@@ -92,7 +88,7 @@ def detector_from_args(args):
     from fashion.run import Run
     run = Run.from_args(args)
     flags = {k: vars(args).get(k) for k in pp.PARAM_KEYS}
-    return make_detector(run, vars(args).get("tta"), flags), run
+    return run.detector(vars(args).get("tta"), flags), run
 
 
 def _note_tuned_views(stored, spec, views):
@@ -112,6 +108,17 @@ def _note_tuned_views(stored, spec, views):
 
 class Detector:
     """Callable image [H, W, 3] -> detect()-style result under params and TTA views."""
+
+    @classmethod
+    def from_settings(cls, model, settings):
+        """The Detector of DetectorSettings on a model built with their overrides."""
+        params, cap = settings.params, settings.cap
+        if params is not None:
+            params = {**pp.default_params(model.config), "nms_iou": settings.run_nms,
+                      **params}
+        else:
+            cap = int(model.config.DETECTION_MAX_INSTANCES)
+        return cls(model, params, settings.views, cap)
 
     def __init__(self, model, params=None, views=None, max_instances=None):
         self.model = model
