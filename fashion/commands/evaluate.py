@@ -58,6 +58,9 @@ def _data_args(args, meta):
             raise CLIError("--dataset is needed: these weights do not record their "
                            "dataset; pass --dataset PATH --format NAME (or demo).")
         args.dataset, args.format = meta["dataset"], meta["format"]
+        for key, value in (meta.get("load_options") or {}).items():  # --split, ...
+            if getattr(args, key, None) is None:
+                setattr(args, key, value)
     return args
 
 

@@ -76,6 +76,9 @@ def run(args):
             raise CLIError("--dataset is needed: these weights do not record their "
                            "dataset; pass --dataset PATH --format NAME (or demo).")
         args.dataset, args.format = meta["dataset"], meta["format"]
+        for key, value in (meta.get("load_options") or {}).items():  # --split, ...
+            if getattr(args, key, None) is None:
+                setattr(args, key, value)
     if args.dataset == "demo" and not args.image_size:
         args.image_size = int(model.config.IMAGE_MAX_DIM)
     dataset, path, _ = dataset_from_args(args, "val")
