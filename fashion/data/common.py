@@ -59,6 +59,8 @@ def choose_subset(records, subset, has_val_source, fraction, seed=0):
     class in both parts where it can (fraction of the images in val)."""
     if subset == "all" or has_val_source:
         return records
+    if not fraction:  # --split 0: no validation
+        return records if subset == "train" else []
     categories = {i: [a["category_id"] for a in r["annotations"]]
                   for i, r in enumerate(records)}
     train, val = stratified_split(categories, fraction, seed)
