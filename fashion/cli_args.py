@@ -1,7 +1,8 @@
 """Argument groups shared by the CLI's commands, and what they turn into.
 
 * ``common_parser``: --logs, --quiet and --verbose, which every command takes.
-* ``add_data_args``: --dataset/--format/--image-size/... (train, evaluate, tfrecords).
+* ``add_data_args``: --dataset/--format/--split/--image-size/... (train, evaluate, tune,
+  tfrecords).
 * ``add_model_args``: --weights/--backbone/--min-confidence/--set (detect, evaluate,
   check).
 * ``parse_sets``: --set KEY=VALUE items -> Config overrides.
@@ -17,7 +18,8 @@ from fashion.errors import CLIError
 
 FORMATS = ("imat2019", "imat2020", "fashionpedia", "deepfashion2")  # bundled label sets
 # what --dataset may hold: the competition formats and annotation-tool exports
-DATA_FORMATS = FORMATS + ("coco", "via", "labelme")
+EXPORT_FORMATS = ("coco", "via", "labelme")  # annotation tools' exports (fashion/data)
+DATA_FORMATS = FORMATS + EXPORT_FORMATS
 DEMO_DIR = "data/demo"  # relative to the working directory, never to the installed package
 
 

@@ -200,6 +200,10 @@ def dataset_meta(ds, path, fmt):
 def labels_meta(fmt):
     """dataset_meta for a format's bundled labels (weights without a run file)."""
     from fashion.labels import load_labels
+    if fmt not in FORMATS:
+        raise CLIError(f"--format {fmt} has no bundled class names, so weights without "
+                       "their fashion_run.json cannot be read as it; use the checkpoint in "
+                       "its run directory (beside fashion_run.json).")
     labels = load_labels(fmt)
     return {"dataset": None, "format": fmt,
             "class_names": ["BG"] + [c["name"].split(",")[0] for c in labels.categories],

@@ -9,7 +9,7 @@ import json
 import logging
 import os
 
-from fashion.cli_args import add_data_args, add_model_args
+from fashion.cli_args import EXPORT_FORMATS, add_data_args, add_model_args
 from fashion.data_sources import dataset_from_args, progress
 from fashion.detections import to_records
 from fashion.detector import add_postprocess_args, detector_from_args
@@ -58,6 +58,7 @@ def _data_args(args, meta):
             raise CLIError("--dataset is needed: these weights do not record their "
                            "dataset; pass --dataset PATH --format NAME (or demo).")
         args.dataset, args.format = meta["dataset"], meta["format"]
+    if args.dataset != "demo" and os.path.abspath(args.dataset) == meta.get("dataset"):
         for key, value in (meta.get("load_options") or {}).items():  # --split, ...
             if getattr(args, key, None) is None:
                 setattr(args, key, value)
@@ -139,6 +140,10 @@ def run(args):
     if fmt != meta.get("format") and meta.get("format"):
         raise CLIError(f"The weights were trained on {meta['format']} labels but --format "
                        f"is {fmt}; evaluate on a dataset with the same labels.")
+    if fmt in EXPORT_FORMATS and list(dataset.class_names) != list(meta["class_names"]):
+        raise CLIError(f"The weights were trained on the classes {meta['class_names'][1:]} "
+                       f"but {path} has {list(dataset.class_names)[1:]}; evaluate on data "
+                       "with the same class names (for via, the same --via-class-attribute).")
     if not len(dataset.image_ids):
         raise CLIError(f"The val split of {path} has no images; check --dataset, --limit "
                        "and --val-fraction.")
