@@ -24,8 +24,7 @@ Example:
 import logging
 import os
 
-from fashion.data.common import (SUBSET_NAMES, check_on_image, choose_subset, fill_dataset,
-                                 log_once, parse_split, require_regions, resolve_images, warn_skipped)
+from fashion.data.common import SUBSET_NAMES, check_on_image, load_export, log_once
 from fashion.dataset import _as_list
 from fashion.labels import LabelSet, read_json
 
@@ -244,40 +243,24 @@ def merge_categories(parts, used):
 
 
 # ---------------------------------------------------------------------- loading
+def _parsed(json_path):
+    records, categories, attributes, bad, total = read_coco(json_path)
+    return {"records": sorted(records, key=lambda r: r["key"]), "bad": bad,
+            "total": total, "classes": (categories, attributes, json_path)}
+
+
+def _labels(parsed, records, source):
+    used = {a["category_id"] for r in records for a in r["annotations"]}
+    labels = merge_categories([(p["classes"][0], p["classes"][2]) for p in parsed], used)
+    attributes = parsed[0]["classes"][1]
+    return LabelSet(labels.categories, attributes, source=source) if attributes else labels
+
+
 def load_coco(ds, path, subset="train", limit=None, split=None, val_fraction=0.2,
               check_images=True, seed=0):
     """Adds one subset ("train", "val" or "all") of a COCO export to FashionDataset ds.
     The val images are the export's own val file (see coco_sources), the file given as
     split, or a share (split as a number, else val_fraction) held out of the train file."""
-    fraction, split_path = parse_split(split)
-    train_json, val_json = coco_sources(path)
-    if split_path:
-        val_json = coco_sources(split_path)[0]
-    elif fraction is not None:
-        val_json = None
-    parts = {"train": read_coco(train_json)}
-    if val_json:
-        parts["val"] = read_coco(val_json)
-    for part, json_path in (("train", train_json), ("val", val_json)):
-        if part in parts:
-            records, _, _, bad, shapes = parts[part]
-            warn_skipped(json_path, bad, shapes)
-    everything = [r for p in parts.values() for r in p[0]]
-    require_regions(everything, train_json, [b for p in parts.values() for b in p[3]],
-                    "draw polygons or masks in the tool and export again.")
-    used = {a["category_id"] for r in everything for a in r["annotations"]}
-    labels = merge_categories([(p[1], j) for p, j in zip(parts.values(),
-                                                         (train_json, val_json))], used)
-    attributes = parts["train"][2]
-    if attributes:
-        labels = LabelSet(labels.categories, attributes, source=train_json)
-    use_val = subset == "val" and val_json
-    records, source = (parts["val"][0], val_json) if use_val else (parts["train"][0],
-                                                                    train_json)
-    records = choose_subset(sorted(records, key=lambda r: r["key"]), subset,
-                            bool(val_json), val_fraction if fraction is None else fraction,
-                            seed)
-    records = resolve_images(records, source, check_images)
-    fill_dataset(ds, "coco", labels, records, [train_json] + ([val_json] if val_json
-                                                              else []), limit)
-    return ds
+    return load_export(ds, "coco", path, subset, limit, split, val_fraction, seed,
+                       check_images, sources=coco_sources, read=_parsed, labels=_labels,
+                       fix="draw polygons or masks in the tool and export again.")

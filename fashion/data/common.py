@@ -231,3 +231,48 @@ def fill_dataset(ds, fmt, labels, records, files, limit=None):
         ds.add_image(fmt, image_id=r["key"], path=r["path"], width=r.get("width"),
                      height=r.get("height"), annotations=r["annotations"],
                      annotation_file=str(r.get("annotation_file", files[0])))
+
+
+# ---------------------------------------------------------------------- the load
+def load_export(ds, fmt, path, subset, limit=None, split=None, val_fraction=0.2, seed=0,
+                check_images=True, *, sources, read, labels, fix, what="regions",
+                after=None):
+    """The load every tool format shares, into FashionDataset ds:
+
+    sources(path) -> (train source, val source or None) (a file or a folder);
+    read(source) -> {"records", "bad", "total", "classes"} (bad: skipped items);
+    labels(parsed list, all records, train source) -> the LabelSet of both sources (and
+    sets each annotation's category_id); fix: the sentence's advice when no region is
+    usable; after(records, source): a last check of the subset's records (VIA: sizes).
+    The subset is the val source's images, or a share held out of the train source's."""
+    fraction, split_path = parse_split(split)
+    train_src, val_src = sources(path)
+    if split_path:
+        val_src = sources(split_path)[0]
+    elif fraction is not None:
+        val_src = None
+    parts = {"train": (train_src, read(train_src))}
+    if val_src:
+        parts["val"] = (val_src, read(val_src))
+    for src, parsed in parts.values():
+        warn_skipped(src, parsed["bad"], parsed["total"], what)
+    everything = [r for _, p in parts.values() for r in p["records"]]
+    require_regions(everything, train_src,
+                    [b for _, p in parts.values() for b in p["bad"]], fix)
+    label_set = labels([p for _, p in parts.values()], everything, train_src)
+    src, parsed = parts["val" if subset == "val" and val_src else "train"]
+    records = choose_subset(parsed["records"], subset, bool(val_src),
+                            val_fraction if fraction is None else fraction, seed)
+    records = resolve_images(records, src, check_images)
+    if after is not None and check_images:
+        records = after(records, src)
+    fill_dataset(ds, fmt, label_set, records,
+                 [train_src] + ([val_src] if val_src else []), limit)
+    return ds
+
+
+def labels_of_names(parsed, records, source):
+    """labels() of load_export for formats whose classes are names (VIA, labelme)."""
+    label_set = labels_from_names(set().union(*(p["classes"] for p in parsed)), source)
+    name_labels(records, label_set)
+    return label_set

@@ -14,9 +14,8 @@ import logging
 import math
 import os
 
-from fashion.data.common import (SUBSET_NAMES, choose_subset, ellipse, fill_dataset,
-                                 labels_from_names, name_labels, parse_split, polygon,
-                                 rectangle, require_regions, resolve_images, warn_skipped)
+from fashion.data.common import (SUBSET_NAMES, ellipse, labels_of_names, load_export,
+                                 polygon, rectangle)
 from fashion.labels import read_json
 
 log = logging.getLogger("fashion")
@@ -109,8 +108,8 @@ def read_labelme(json_path):
 
 
 def read_folder(folder):
-    """All labelme JSONs of a folder -> (records, class names, bad items, shape count);
-    a JSON of another kind is one counted item."""
+    """All labelme JSONs of a folder -> {"records", "bad", "total", "classes"}; a JSON
+    of another kind is one counted item, and ValueError when no file is labelme."""
     records, names, bad, total = [], set(), [], 0
     for path in labelme_files(folder):
         try:
@@ -123,38 +122,16 @@ def read_folder(folder):
         names |= found
         bad += problems
         total += shapes
-    return records, names, bad, total
+    if not records:
+        raise ValueError(f"{folder} holds no labelme JSON file (first problem: {bad[0]}); "
+                         "pass the folder labelme saved into as --dataset.")
+    return {"records": records, "bad": bad, "total": total, "classes": names}
 
 
 def load_labelme(ds, path, subset="train", limit=None, split=None, val_fraction=0.2,
                  check_images=True, seed=0):
     """Adds one subset ("train", "val" or "all") of labelme data to FashionDataset ds."""
-    fraction, split_path = parse_split(split)
-    train_dir, val_dir = labelme_sources(path)
-    if split_path:
-        val_dir = labelme_sources(split_path)[0]
-    elif fraction is not None:
-        val_dir = None
-    parts = {"train": read_folder(train_dir)}
-    if val_dir:
-        parts["val"] = read_folder(val_dir)
-    for part, folder in (("train", train_dir), ("val", val_dir)):
-        if part in parts:
-            warn_skipped(folder, parts[part][2], parts[part][3], "shapes and files")
-    everything = [r for p in parts.values() for r in p[0]]
-    if not everything:
-        raise ValueError(f"{train_dir} holds no labelme JSON file (first problem: "
-                         f"{parts['train'][2][0]}); pass the folder labelme saved into.")
-    require_regions(everything, train_dir, [b for p in parts.values() for b in p[2]],
-                    "draw polygons or rectangles in labelme and save again.")
-    labels = labels_from_names(set().union(*(p[1] for p in parts.values())), train_dir)
-    name_labels(everything, labels)
-    use_val = subset == "val" and val_dir
-    records, source = (parts["val"][0], val_dir) if use_val else (parts["train"][0],
-                                                                   train_dir)
-    records = choose_subset(records, subset, bool(val_dir),
-                            val_fraction if fraction is None else fraction, seed)
-    records = resolve_images(records, source, check_images)
-    fill_dataset(ds, "labelme", labels, records, [train_dir] + ([val_dir] if val_dir
-                                                               else []), limit)
-    return ds
+    return load_export(ds, "labelme", path, subset, limit, split, val_fraction, seed,
+                       check_images, sources=labelme_sources, read=read_folder,
+                       labels=labels_of_names, what="shapes and files",
+                       fix="draw polygons or rectangles in labelme and save again.")

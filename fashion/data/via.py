@@ -17,10 +17,8 @@ of images and its JSON) validates on val/; a single folder is split by share.
 import logging
 import os
 
-from fashion.data.common import (SUBSET_NAMES, check_image_sizes, choose_subset, ellipse,
-                                 fill_dataset, labels_from_names, log_once, name_labels,
-                                 parse_split, polygon, rectangle, require_regions, resolve_images,
-                                 warn_skipped)
+from fashion.data.common import (SUBSET_NAMES, check_image_sizes, ellipse, labels_of_names,
+                                 load_export, log_once, polygon, rectangle)
 from fashion.labels import read_json
 
 log = logging.getLogger("fashion")
@@ -182,34 +180,13 @@ def load_via(ds, path, subset="train", limit=None, split=None, val_fraction=0.2,
     """Adds one subset ("train", "val" or "all") of VIA data to FashionDataset ds.
     Class names: the values of the region attribute class_attribute over the train and
     val files, sorted (category ids 1..K)."""
-    fraction, split_path = parse_split(split)
-    train_json, val_json = via_sources(path)
-    if split_path:
-        val_json = via_sources(split_path)[0]
-    elif fraction is not None:
-        val_json = None
-    parts = {"train": read_via(train_json, class_attribute)}
-    if val_json:
-        parts["val"] = read_via(val_json, class_attribute)
-    for part, json_path in (("train", train_json), ("val", val_json)):
-        if part in parts:
-            warn_skipped(json_path, parts[part][2], parts[part][3])
-    everything = [r for p in parts.values() for r in p[0]]
+    def read(json_path):
+        records, names, bad, total = read_via(json_path, class_attribute)
+        return {"records": records, "bad": bad, "total": total, "classes": names}
+
     fix = ("draw polygons, rectangles, circles or ellipses in VIA"
            + (f" and give each region its {class_attribute!r} attribute"
               if class_attribute else "") + ", then export again.")
-    require_regions(everything, train_json, [b for p in parts.values() for b in p[2]], fix)
-    names = set().union(*(p[1] for p in parts.values()))
-    labels = labels_from_names(names, train_json)
-    name_labels(everything, labels)
-    use_val = subset == "val" and val_json
-    records, source = (parts["val"][0], val_json) if use_val else (parts["train"][0],
-                                                                    train_json)
-    records = choose_subset(records, subset, bool(val_json),
-                            val_fraction if fraction is None else fraction, seed)
-    records = resolve_images(records, source, check_images)
-    if check_images:
-        records = check_image_sizes(records, source)
-    fill_dataset(ds, "via", labels, records, [train_json] + ([val_json] if val_json
-                                                             else []), limit)
-    return ds
+    return load_export(ds, "via", path, subset, limit, split, val_fraction, seed,
+                       check_images, sources=via_sources, read=read,
+                       labels=labels_of_names, fix=fix, after=check_image_sizes)
