@@ -170,6 +170,11 @@ def test_via_regions_and_classes_from_the_class_attribute(exports, caplog):
     dx, dy = 12 * np.cos(e["theta"]), 12 * np.sin(e["theta"])
     assert ellipse[int(e["cy"] + dy), int(e["cx"] + dx)]
     assert not ellipse[int(e["cy"] - dy), int(e["cx"] + dx)]
+    # --split PATH: the val images from another folder of the same format
+    other = load_dataset(os.path.join(root, "val", "via_region_data.json"), "via", "val",
+                         split=os.path.join(root, "train"), via_class_attribute="type")
+    assert sorted(os.path.basename(i["path"]) for i in other.image_info) == [
+        "t1.jpg", "t2.jpg", "t3.jpg"]
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="fashion"):
         one = load_dataset(root, "via", "train")
