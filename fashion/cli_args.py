@@ -1,7 +1,8 @@
 """Argument groups shared by the CLI's commands, and what they turn into.
 
 * ``common_parser``: --logs, --quiet and --verbose, which every command takes.
-* ``add_data_args``: --dataset/--format/--image-size/... (train, evaluate, tfrecords).
+* ``add_data_args``: --dataset/--format/--split/--image-size/... (train, evaluate, tune,
+  tfrecords).
 * ``add_model_args``: --weights/--backbone/--min-confidence/--set (detect, evaluate,
   check).
 * ``parse_sets``: --set KEY=VALUE items -> Config overrides.
@@ -15,7 +16,10 @@ import argparse
 
 from fashion.errors import CLIError
 
-FORMATS = ("imat2019", "imat2020", "fashionpedia", "deepfashion2")
+FORMATS = ("imat2019", "imat2020", "fashionpedia", "deepfashion2")  # bundled label sets
+# what --dataset may hold: the competition formats and annotation-tool exports
+EXPORT_FORMATS = ("coco", "via", "labelme")  # annotation tools' exports (fashion/data)
+DATA_FORMATS = FORMATS + EXPORT_FORMATS
 DEMO_DIR = "data/demo"  # relative to the working directory, never to the installed package
 
 
@@ -35,13 +39,23 @@ def add_data_args(p, required):
     p.add_argument("--dataset", required=required, metavar="PATH|demo",
                    help="dataset directory (or Fashionpedia JSON), or 'demo' for the "
                    "bundled synthetic set")
-    p.add_argument("--format", choices=FORMATS, default=None,
-                   help="dataset format (not needed with --dataset demo)")
+    p.add_argument("--format", choices=DATA_FORMATS, default=None,
+                   help="dataset format: the competition formats, coco (CVAT, Label "
+                   "Studio, Roboflow exports), via or labelme (default: recognised from "
+                   "the files; not needed with --dataset demo)")
+    p.add_argument("--split", default=None, metavar="FRACTION|PATH",
+                   help="coco/via/labelme: validation images, a share held out of the "
+                   "data (e.g. 0.2) or a file / folder of the same format (default: the "
+                   "export's own val split when it has one, else --val-fraction)")
+    p.add_argument("--via-class-attribute", default=None, metavar="NAME",
+                   help="via: the region attribute holding each region's class "
+                   "(default: one class, 'object', for every region)")
     p.add_argument("--image-dir", default=None, help="Fashionpedia images (default: "
                    "next to the annotations)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N images")
     p.add_argument("--val-fraction", type=float, default=0.2,
-                   help="iMaterialist: share of train.csv held out as the val split")
+                   help="iMaterialist, coco, via, labelme: share of the images held out "
+                   "as the val split")
     p.add_argument("--image-size", type=int, default=None,
                    help="square input side, a multiple of 64 (default 1024; 128 for demo)")
     p.add_argument("--demo-dir", default=None, help="where --dataset demo is generated "

@@ -109,19 +109,23 @@ class Run:
         """(dataset, format) the run was trained on, or (None, None)."""
         return self.meta.get("dataset"), self.meta.get("format")
 
-    def data_flags(self, dataset, image_size, config):
-        """What --dataset / --format / --image-size default to when left out (given as
-        `dataset`, `image_size`): the dataset and format the run was trained on, and the
-        demo set at the model's size (`config`). A dict of flag values for
-        fashion.data.sources.dataset_from_args."""
-        given = {}
+    def data_flags(self, flags, config):
+        """What the data flags default to when left out (`flags`: the command's flag
+        values, e.g. vars(args)): the dataset and format the run was trained on with the
+        load options it was read with (--split, --via-class-attribute), and the demo set
+        at the model's size (`config`). A dict for dataset_from_args(args, subset, **it)."""
+        given, dataset = {}, flags.get("dataset")
         if dataset is None:
             dataset, fmt = self.trained_on
             if not dataset:
                 raise CLIError("--dataset is needed: these weights do not record their "
                                "dataset; pass --dataset PATH --format NAME (or demo).")
             given.update(dataset=dataset, format=fmt)
-        if dataset == "demo" and not image_size:
+        if dataset != "demo" and os.path.abspath(dataset) == self.meta.get("dataset"):
+            for key, value in (self.meta.get("load_options") or {}).items():
+                if flags.get(key) is None:               # --split, --via-class-attribute
+                    given[key] = value
+        if dataset == "demo" and not flags.get("image_size"):
             given["image_size"] = int(config.IMAGE_MAX_DIM)   # the demo set at its size
         return given
 

@@ -9,7 +9,7 @@ import json
 import logging
 import os
 
-from fashion.cli_args import add_data_args, add_model_args
+from fashion.cli_args import EXPORT_FORMATS, add_data_args, add_model_args
 from fashion.data.sources import dataset_from_args, progress
 from fashion.inference.outputs import to_records
 from fashion.inference.detector import add_postprocess_args, detector_from_args
@@ -122,11 +122,15 @@ def run(args):
     imat_min_score = args.imat_min_score
     if imat_min_score is None:
         imat_min_score = detector.params["score_threshold"] if detector.params else 0.5
-    dataset, path, fmt = dataset_from_args(args, "val", **run.data_flags(
-        args.dataset, args.image_size, model.config))
+    dataset, path, fmt = dataset_from_args(
+        args, "val", **run.data_flags(vars(args), model.config))
     if fmt != meta.get("format") and meta.get("format"):
         raise CLIError(f"The weights were trained on {meta['format']} labels but --format "
                        f"is {fmt}; evaluate on a dataset with the same labels.")
+    if fmt in EXPORT_FORMATS and list(dataset.class_names) != list(meta["class_names"]):
+        raise CLIError(f"The weights were trained on the classes {meta['class_names'][1:]} "
+                       f"but {path} has {list(dataset.class_names)[1:]}; evaluate on data "
+                       "with the same class names (for via, the same --via-class-attribute).")
     if not len(dataset.image_ids):
         raise CLIError(f"The val split of {path} has no images; check --dataset, --limit "
                        "and --val-fraction.")

@@ -49,6 +49,8 @@ def val_split(dataset, meta, args, image_size, flag="--dataset", label_set=None)
         dataset=dataset, format=fmt, limit=args.limit, image_size=image_size,
         val_fraction=args.val_fraction, image_dir=args.image_dir, demo_dir=args.demo_dir,
         demo_images=args.demo_images)
+    if dataset == meta.get("dataset"):  # the run's own data: its --split, ... again
+        vars(data).update(meta.get("load_options") or {})
     ds, path, fmt = dataset_from_args(data, "val")
     if meta.get("format") and fmt != meta["format"]:
         raise CLIError(f"The weights were trained on {meta['format']} labels but {path} "

@@ -1,4 +1,5 @@
-"""`train`: staged training on iMaterialist / Fashionpedia / DeepFashion2 or the demo set."""
+"""`train`: staged training on iMaterialist / Fashionpedia / DeepFashion2, annotation-tool
+exports (COCO, VIA, labelme) or the demo set."""
 import argparse
 import logging
 import os
@@ -24,6 +25,9 @@ EXAMPLES = """examples:
   # iMaterialist 2019 from matterport's COCO weights: heads 40 epochs, then all to 120
   python fashion/fashion.py train --dataset /data/imat2019 --format imat2019 \\
       --weights coco --schedule heads:40,all:120 --h5py-dataset --augment
+  # your own photos: a CVAT / Label Studio / Roboflow COCO export, a labelme folder or
+  # VIA's via_region_data.json (format recognised; docs/data.md); look at the labels first
+  python fashion/fashion.py train --dataset closet/ --weights coco --report-only
   # resume the newest run under logs/ at its last epoch
   python fashion/fashion.py train --dataset /data/imat2019 --format imat2019 --weights last
   # from TFRecords written by `fashion.py tfrecords` (needed on TPUs; bfloat16 there)

@@ -72,8 +72,8 @@ def run(args):
     run = Run.from_args(args)
     meta, weights = run.meta, run.checkpoint
     model, cap, nms = _raw_pass_model(run)
-    dataset, path, _ = dataset_from_args(args, "val", **run.data_flags(
-        args.dataset, args.image_size, model.config))
+    dataset, path, _ = dataset_from_args(
+        args, "val", **run.data_flags(vars(args), model.config))
     if not len(dataset.image_ids):
         raise CLIError(f"The val split of {path} has no images; check --dataset, --limit "
                        "and --val-fraction.")

@@ -34,7 +34,8 @@ from PIL import Image
 
 from fashion.data import rle
 from fashion.data.labels import LabelSet, load_labels, read_json
-from mrcnn.data.annotations import clean_polygons, coco_rle_to_mask, polygons_to_mask
+from mrcnn.data.annotations import (clean_polygons, coco_rle_to_mask, ellipse_mask,
+                                    polygons_to_mask)
 from mrcnn.data.dataset import Dataset, read_image
 from mrcnn.data.records import BadSample
 
@@ -497,4 +498,6 @@ def decode_annotation(ann, h, w, where):
         return rle.decode(ann["rle"], h, w, where)
     if "coco_rle" in ann:
         return coco_rle_to_mask(ann["coco_rle"])
+    if "ellipse" in ann:  # VIA circles and ellipses, labelme circles
+        return ellipse_mask(ann["ellipse"], h, w)
     return polygons_to_mask(ann["polygons"], h, w)

@@ -9,7 +9,7 @@ import logging
 import os
 from pathlib import Path
 
-from fashion.cli_args import DEMO_DIR, FORMATS
+from fashion.cli_args import DATA_FORMATS, DEMO_DIR, FORMATS
 from fashion.errors import CLIError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -93,14 +93,19 @@ def _fashionpedia_paths(path, subset, image_dir=None):
     return ann, path
 
 
-def load_dataset(path, fmt, subset, limit=None, val_fraction=0.2, image_dir=None):
-    """A prepared FashionDataset of one split ("train" or "val") of a dataset."""
+def load_dataset(path, fmt, subset, limit=None, val_fraction=0.2, image_dir=None,
+                 split=None, via_class_attribute=None):
+    """A prepared FashionDataset of one split ("train" or "val") of a dataset.
+    split (coco, via, labelme): a val share or a val file/folder (see --split)."""
     from fashion.data.fashion_dataset import FashionDataset
-    if fmt not in FORMATS:
-        raise CLIError(f"--format {fmt!r} is unknown; use one of {', '.join(FORMATS)}.")
+    if fmt not in DATA_FORMATS:
+        raise CLIError(f"--format {fmt!r} is unknown; use one of {', '.join(DATA_FORMATS)}.")
     if not os.path.exists(path):
         raise CLIError(f"Dataset path {path} does not exist; pass the dataset directory "
                        "as --dataset (or --dataset demo).")
+    if split is not None and fmt in FORMATS:
+        raise CLIError(f"--split is for coco, via and labelme data; {fmt} has its own val "
+                       "split (iMaterialist: --val-fraction).")
     ds = FashionDataset()
     if fmt == "imat2019":
         ds.load_imat2019(path, subset=subset, limit=limit, val_fraction=val_fraction)
@@ -109,16 +114,50 @@ def load_dataset(path, fmt, subset, limit=None, val_fraction=0.2, image_dir=None
     elif fmt == "fashionpedia":
         ann, images = _fashionpedia_paths(path, subset, image_dir)
         ds.load_fashionpedia(str(ann), str(images), limit=limit)
-    else:
+    elif fmt == "deepfashion2":
         ds.load_deepfashion2(path, "validation" if subset == "val" else "train", limit=limit)
+    else:
+        _load_export(ds, path, fmt, subset, limit, val_fraction, split, via_class_attribute)
     ds.prepare()
     return ds
 
 
+def _load_export(ds, path, fmt, subset, limit, val_fraction, split, via_class_attribute):
+    """coco, via or labelme data (fashion.data) into ds."""
+    from fashion.data.coco_export import load_coco
+    from fashion.data.labelme import load_labelme
+    from fashion.data.via import load_via
+    common = dict(subset=subset, limit=limit, split=split, val_fraction=val_fraction)
+    # what a run must pass again to get the same classes and val split (evaluate, export)
+    ds.load_options = {k: v for k, v in (("split", split),
+                                         ("via_class_attribute", via_class_attribute))
+                       if v is not None}
+    if fmt == "coco":
+        load_coco(ds, path, **common)
+    elif fmt == "via":
+        load_via(ds, path, class_attribute=via_class_attribute, **common)
+    else:
+        load_labelme(ds, path, **common)
+
+
+_ANNOUNCED = set()  # datasets whose recognised format was printed (train + val: once)
+
+
+def recognise_format(path):
+    """--format left out: the format of path's files, printed in one line."""
+    from fashion.data.detect_format import detect_format
+    fmt, evidence = detect_format(path)
+    if os.path.abspath(path) not in _ANNOUNCED:
+        _ANNOUNCED.add(os.path.abspath(path))
+        print(f"Format: {fmt} (recognised from {evidence}; pass --format to choose)")
+    return fmt
+
+
 def dataset_from_args(args, subset, **given):
     """(dataset, path, format) of --dataset/--format; 'demo' generates the demo set.
-    `given` (flag names with '_') take the place of flags the user left out, e.g. the
-    dataset a run was trained on; the caller's namespace is left as it is."""
+    Without --format the format is recognised from the files. `given` (flag names with
+    '_') take the place of flags the user left out, e.g. the dataset a run was trained
+    on; the caller's namespace is left as it is."""
     if given:
         import argparse
         args = argparse.Namespace(**{**vars(args), **given})
@@ -128,12 +167,14 @@ def dataset_from_args(args, subset, **given):
                             getattr(args, "demo_images", None), size)
         return load_dataset(path, "imat2019", subset, args.limit,
                             getattr(args, "val_fraction", 0.2)), path, "imat2019"
-    if not args.format:
-        raise CLIError(f"--format is needed with --dataset {args.dataset}; use one of "
-                       f"{', '.join(FORMATS)}.")
-    ds = load_dataset(args.dataset, args.format, subset, args.limit,
-                      getattr(args, "val_fraction", 0.2), getattr(args, "image_dir", None))
-    return ds, args.dataset, args.format
+    if not os.path.exists(args.dataset):
+        raise CLIError(f"Dataset path {args.dataset} does not exist; pass the dataset "
+                       "directory as --dataset (or --dataset demo).")
+    fmt = args.format or recognise_format(args.dataset)
+    ds = load_dataset(args.dataset, fmt, subset, args.limit,
+                      getattr(args, "val_fraction", 0.2), getattr(args, "image_dir", None),
+                      getattr(args, "split", None), getattr(args, "via_class_attribute", None))
+    return ds, args.dataset, fmt
 
 
 def h5_source(ds, config, logs, dataset_path, subset, cache_dir=None):
@@ -150,16 +191,24 @@ def h5_source(ds, config, logs, dataset_path, subset, cache_dir=None):
 # ---------------------------------------------------------------------- labels
 def dataset_meta(ds, path, fmt):
     """What a run must remember about its data to turn class ids into categories."""
-    return {"dataset": os.path.abspath(path), "format": fmt,
+    meta = {"dataset": os.path.abspath(path), "format": fmt,
             "class_names": list(ds.class_names),
             "category_ids": [int(c) for c in ds.category_ids],
             "attribute_index_to_id": [int(a) for a in ds.attribute_index_to_id],
             "attribute_names": list(ds.attribute_names)}
+    options = getattr(ds, "load_options", None)  # coco/via/labelme: --split, ...
+    if options:
+        meta["load_options"] = dict(options)
+    return meta
 
 
 def labels_meta(fmt):
     """dataset_meta for a format's bundled labels (weights without a run file)."""
     from fashion.data.labels import load_labels
+    if fmt not in FORMATS:
+        raise CLIError(f"--format {fmt} has no bundled class names, so weights without "
+                       "their fashion_run.json cannot be read as it; use the checkpoint in "
+                       "its run directory (beside fashion_run.json).")
     labels = load_labels(fmt)
     return {"dataset": None, "format": fmt,
             "class_names": ["BG"] + [c["name"].split(",")[0] for c in labels.categories],

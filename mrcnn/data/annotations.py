@@ -3,7 +3,9 @@
 Example:
     mask = segmentation_to_mask(ann["segmentation"], height, width)   # [H, W] bool
     polygons = clean_polygons(ann["segmentation"])   # drops polygons of < 3 points
+    mask = ellipse_mask([cx, cy, rx, ry, theta], height, width)        # [H, W] bool
 """
+import numpy as np
 from pycocotools import mask as coco_mask
 
 
@@ -52,3 +54,15 @@ def segmentation_to_mask(seg, height, width):
     if isinstance(seg, dict):
         return coco_rle_to_mask(seg)
     return polygons_to_mask(clean_polygons(seg), height, width)
+
+
+def ellipse_mask(shape, h, w):
+    """An ellipse [cx, cy, rx, ry, theta] (theta in radians, turning the rx axis from
+    +x towards +y, as a canvas rotates) -> [h, w] bool: the pixels whose centre lies
+    inside (the rule COCO's polygon rasteriser follows too)."""
+    cx, cy, rx, ry, theta = (float(v) for v in shape)
+    ys, xs = np.mgrid[0:h, 0:w]                                    # [h, w] each
+    dx, dy = xs + 0.5 - cx, ys + 0.5 - cy                          # pixel centres
+    u = dx * np.cos(theta) + dy * np.sin(theta)                    # along rx
+    v = -dx * np.sin(theta) + dy * np.cos(theta)                   # along ry
+    return (u / rx) ** 2 + (v / ry) ** 2 <= 1.0                    # [h, w] bool
