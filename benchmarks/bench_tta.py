@@ -25,7 +25,7 @@ def evaluate_setting(args, spec):
     from fashion.commands import evaluate
     from fashion.data.sources import dataset_from_args
     from fashion.inference.outputs import to_records
-    from fashion.inference.detector import detector_from_args
+    from fashion.run import detector_from_args
     from mrcnn.evaluation.groundtruth import dataset_ground_truth
     from fashion.imat_metric import evaluate_imat
     from mrcnn.evaluation import evaluate_coco

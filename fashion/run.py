@@ -110,24 +110,9 @@ class Run:
         return self.meta.get("dataset"), self.meta.get("format")
 
     def data_flags(self, flags, config):
-        """What the data flags default to when left out (`flags`: the command's flag
-        values, e.g. vars(args)): the dataset and format the run was trained on with the
-        load options it was read with (--split, --via-class-attribute), and the demo set
-        at the model's size (`config`). A dict for dataset_from_args(args, subset, **it)."""
-        given, dataset = {}, flags.get("dataset")
-        if dataset is None:
-            dataset, fmt = self.trained_on
-            if not dataset:
-                raise CLIError("--dataset is needed: these weights do not record their "
-                               "dataset; pass --dataset PATH --format NAME (or demo).")
-            given.update(dataset=dataset, format=fmt)
-        if dataset != "demo" and os.path.abspath(dataset) == self.meta.get("dataset"):
-            for key, value in (self.meta.get("load_options") or {}).items():
-                if flags.get(key) is None:               # --split, --via-class-attribute
-                    given[key] = value
-        if dataset == "demo" and not flags.get("image_size"):
-            given["image_size"] = int(config.IMAGE_MAX_DIM)   # the demo set at its size
-        return given
+        """What the data flags default to when left out (see data_flags below), with
+        the demo set at the model's size (`config`)."""
+        return data_flags(self.meta, flags, int(config.IMAGE_MAX_DIM))
 
     @property
     def saved_config(self):
@@ -195,6 +180,35 @@ class Run:
         policy = values.get("MIXED_PRECISION") or "float32"
         return (f"weights {self.checkpoint} ({values.get('BACKBONE', 'resnet50')}, "
                 f"{self.image_size} px, {policy})")
+
+
+def data_flags(meta, flags, image_size=None):
+    """What the data flags default to when left out (`flags`: the command's flag values,
+    e.g. vars(args)), from a run's `meta`: the dataset and format it was trained on with
+    the load options it was read with (--split, --via-class-attribute), and the demo set
+    at `image_size`. A dict for dataset_from_args(args, subset, **it)."""
+    given, dataset = {}, flags.get("dataset")
+    if dataset is None:
+        dataset, fmt = meta.get("dataset"), meta.get("format")
+        if not dataset:
+            raise CLIError("--dataset is needed: these weights do not record their "
+                           "dataset; pass --dataset PATH --format NAME (or demo).")
+        given.update(dataset=dataset, format=fmt)
+    if dataset != "demo" and os.path.abspath(dataset) == meta.get("dataset"):
+        for key, value in (meta.get("load_options") or {}).items():
+            if flags.get(key) is None:                   # --split, --via-class-attribute
+                given[key] = value
+    if dataset == "demo" and not flags.get("image_size") and image_size:
+        given["image_size"] = image_size                 # the demo set at the run's size
+    return given
+
+
+def detector_from_args(args):
+    """(Detector, Run) for detect/evaluate's flags: the run opened once."""
+    from fashion.inference.postprocess import PARAM_KEYS
+    run = Run.from_args(args)
+    flags = {k: vars(args).get(k) for k in PARAM_KEYS}
+    return run.detector(vars(args).get("tta"), flags), run
 
 
 # ---------------------------------------------------------------------- run files

@@ -11,7 +11,6 @@ each export through the real input pipeline; `train --report-only` draws each on
 import json
 import logging
 import os
-from argparse import Namespace
 
 import numpy as np
 import pytest
@@ -272,15 +271,15 @@ def test_off_image_masks_are_counted_and_nothing_usable_is_one_sentence(tmp_path
 
 
 def test_a_run_remembers_the_options_that_give_its_classes(exports):
-    from fashion.commands.evaluate import _data_args
+    from fashion.run import data_flags
     root = exports["via"][0]
     ds = load_dataset(root, "via", "train", via_class_attribute="type")
     meta = dataset_meta(ds, root, "via")
     assert meta["load_options"] == {"via_class_attribute": "type"}
-    args = _data_args(Namespace(dataset=None, format=None, split=None,
-                                via_class_attribute=None), meta)
-    assert (args.dataset, args.format, args.via_class_attribute) == (
-        os.path.abspath(root), "via", "type")
+    given = data_flags(meta, {"dataset": None, "format": None, "split": None,
+                              "via_class_attribute": None})
+    assert given == {"dataset": os.path.abspath(root), "format": "via",
+                     "via_class_attribute": "type"}
 
 
 # ---------------------------------------------------------------------- training

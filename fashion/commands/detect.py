@@ -11,9 +11,9 @@ import os
 from fashion.cli_args import add_model_args
 from fashion.data.sources import find_images, progress
 from fashion.inference.outputs import draw_overlay, sidecar_path, to_records
-from fashion.inference.detector import add_postprocess_args, detector_from_args
+from fashion.inference.detector import add_postprocess_args
 from fashion.errors import CLIError
-from fashion.run import add_precision_arg
+from fashion.run import add_precision_arg, detector_from_args
 
 log = logging.getLogger("fashion")
 

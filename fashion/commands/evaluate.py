@@ -12,9 +12,9 @@ import os
 from fashion.cli_args import EXPORT_FORMATS, add_data_args, add_model_args
 from fashion.data.sources import dataset_from_args, progress
 from fashion.inference.outputs import to_records
-from fashion.inference.detector import add_postprocess_args, detector_from_args
+from fashion.inference.detector import add_postprocess_args
 from fashion.errors import CLIError
-from fashion.run import add_precision_arg
+from fashion.run import add_precision_arg, detector_from_args
 from mrcnn.evaluation.groundtruth import dataset_ground_truth
 from fashion.commands.reports import evaluation_report, samples_of
 

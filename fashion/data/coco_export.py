@@ -24,7 +24,7 @@ Example:
 import logging
 import os
 
-from fashion.data.common import SUBSET_NAMES, check_on_image, load_export, log_once
+from fashion.data.export_loading import SUBSET_NAMES, check_on_image, load_export, log_once
 from fashion.data.fashion_dataset import _as_list
 from fashion.data.labels import LabelSet, read_json
 

@@ -14,7 +14,7 @@ import logging
 import math
 import os
 
-from fashion.data.common import (SUBSET_NAMES, ellipse, labels_of_names, load_export,
+from fashion.data.export_loading import (SUBSET_NAMES, ellipse, labels_of_names, load_export,
                                  polygon, rectangle)
 from fashion.data.labels import read_json
 

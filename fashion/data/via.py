@@ -17,7 +17,7 @@ of images and its JSON) validates on val/; a single folder is split by share.
 import logging
 import os
 
-from fashion.data.common import (SUBSET_NAMES, check_image_sizes, ellipse, labels_of_names,
+from fashion.data.export_loading import (SUBSET_NAMES, check_image_sizes, ellipse, labels_of_names,
                                  load_export, log_once, polygon, rectangle)
 from fashion.data.labels import read_json
 

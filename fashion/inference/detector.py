@@ -83,14 +83,6 @@ def detector_settings(stored, saved_config, tta=None, flags=None):
     return DetectorSettings(params or None, views, cap, nms)
 
 
-def detector_from_args(args):
-    """(Detector, Run) for detect/evaluate's flags: the run opened once."""
-    from fashion.run import Run
-    run = Run.from_args(args)
-    flags = {k: vars(args).get(k) for k in pp.PARAM_KEYS}
-    return run.detector(vars(args).get("tta"), flags), run
-
-
 def _note_tuned_views(stored, spec, views):
     """Prints a line when the stored post-processing (`stored`, the run file's
     "postprocess") was tuned with other TTA views than this run's (`spec`, `views`)."""
