@@ -101,10 +101,11 @@ import paramiko
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fashion.remote import jobs, transfer  # noqa: E402
+from fashion.remote import jobs, slurm, transfer  # noqa: E402
 from fashion.remote.connection import configure_logging, connect, log_path  # noqa: E402
 from fashion.remote.settings import (DEFAULT_IMAGE, RemoteError, load_settings,  # noqa: E402
                                      require)
+from fashion.remote.slurm import SlurmOptions  # noqa: E402
 from fashion.remote.tunnel import Tunnel  # noqa: E402
 
 COMMANDS = ("sync", "run", "status", "logs", "stop", "fetch", "tunnel")
@@ -154,6 +155,29 @@ def _docker_flags(parser):
                         "--docker-arg=--ipc=host")
 
 
+def _slurm_flags(parser):
+    group = parser.add_argument_group("Slurm (run --slurm: submit a batch job with sbatch)")
+    group.add_argument("--slurm", action="store_true",
+                       help="submit with sbatch on the host (a Slurm login node); the "
+                       "command runs under srun in every task")
+    group.add_argument("--nodes", type=int, default=1, help="nodes, default 1")
+    group.add_argument("--tasks-per-node", type=int, default=1,
+                       help="tasks per node, default 1 (one task drives all GPUs of "
+                       "its node)")
+    group.add_argument("--gpus-per-node", type=int, help="GPUs per node (--gpus-per-node)")
+    group.add_argument("--cpus-per-task", type=int, help="CPUs per task (input pipeline)")
+    group.add_argument("--partition", help="Slurm partition")
+    group.add_argument("--time", help="time limit, e.g. 4:00:00 or 2-00:00:00")
+    group.add_argument("--account", help="Slurm account to charge")
+    group.add_argument("--container-image", metavar="IMAGE",
+                       help="run in this container with pyxis (srun --container-image), "
+                       "the project mounted at /workspace")
+    group.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
+                       help="extra sbatch option, repeatable, e.g. --sbatch-arg=--qos=high")
+    group.add_argument("--dry-run", action="store_true",
+                       help="print the batch script and submit nothing")
+
+
 def build_parser():
     common = _connection_flags()
     parser = argparse.ArgumentParser(
@@ -172,6 +196,7 @@ def build_parser():
     p.add_argument("--dest", help="remote project directory (DGX_DEST)")
     p.add_argument("--run-id", help="choose the run id (default: time stamp + random)")
     _docker_flags(p)
+    _slurm_flags(p)
     p = sub.add_parser("status", parents=[common], help="state and exit code of runs")
     p.add_argument("run_id", nargs="?")
     p.add_argument("--dest", help="remote project directory (DGX_DEST)")
@@ -225,7 +250,31 @@ def _docker_image(args, settings):
     return settings.docker_image
 
 
+def _slurm_options(args):
+    if args.docker is not None:
+        raise RemoteError("--docker does not apply to --slurm jobs; give the image with "
+                          "--container-image (pyxis) instead.")
+    return SlurmOptions(nodes=args.nodes, tasks_per_node=args.tasks_per_node,
+                        gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
+                        partition=args.partition, time=args.time, account=args.account,
+                        container_image=args.container_image,
+                        sbatch_args=args.sbatch_arg).check()
+
+
+def _submit(client, settings, args, argv):
+    run_id = jobs.check_run_id(args.run_id or jobs.new_run_id())
+    meta = {"run_id": run_id, "argv": list(argv), "dest": settings.dest,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    job_id = slurm.submit(client, settings.dest, run_id, argv, _slurm_options(args), meta)
+    print(f"run {run_id} submitted as slurm job {job_id} from {settings.dest} on "
+          f"{settings.host}; log: {settings.dest}/logs/{run_id}.log")
+    print(run_id)
+    return 0
+
+
 def _start(client, settings, args, argv):
+    if getattr(args, "slurm", False):
+        return _submit(client, settings, args, argv)
     run_id = jobs.start_run(client, settings.dest, argv, _docker_image(args, settings),
                             run_id=getattr(args, "run_id", None),
                             docker_args=args.docker_arg)
@@ -237,6 +286,13 @@ def _start(client, settings, args, argv):
 
 def dispatch(args, command):
     """Run one parsed subcommand; returns the exit code."""
+    if args.cmd == "run" and args.slurm and args.dry_run:  # no connection needed
+        settings = load_settings({"dest": args.dest})
+        require(settings, "dest")
+        dest = settings.dest if settings.dest.startswith("/") else "$HOME/" + settings.dest
+        run_id = jobs.check_run_id(args.run_id or jobs.new_run_id())
+        print(slurm.batch_script(dest, run_id, command, _slurm_options(args)), end="")
+        return 0
     settings = _settings(args)
     if args.cmd in ("sync", "run", "status", "logs", "stop", "legacy"):
         require(settings, "dest")
@@ -256,8 +312,9 @@ def dispatch(args, command):
             jobs.show_log(client, settings.dest, args.run_id, args.tail, args.follow)
         elif args.cmd == "stop":
             signal = jobs.stop_run(client, settings.dest, args.run_id, args.grace)
-            print(f"run {args.run_id}: " + ("had already ended" if signal == "already"
-                                             else f"stopped with SIG{signal}"))
+            print(f"run {args.run_id}: " + (
+                "had already ended" if signal == "already" else "cancelled (pending)"
+                if signal == "CANCEL" else f"stopped with SIG{signal}"))
         elif args.cmd == "fetch":
             transfer.fetch(client, args.remote, args.local)
         elif args.cmd == "tunnel":

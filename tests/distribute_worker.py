@@ -2,6 +2,9 @@
 
     python tests/distribute_worker.py mirrored OUT_DIR     # 2 logical CPUs
     python tests/distribute_worker.py multiworker OUT_DIR  # TF_CONFIG set by the caller
+    srun -n 2 python tests/distribute_worker.py slurm OUT_DIR  # a task of a Slurm step
+    python tests/distribute_worker.py reference OUT_DIR    # one process, after `slurm`
+    python tests/distribute_worker.py long OUT_DIR         # trains until SIGTERM
 
 Each mode prints one JSON line starting with "RESULT " that the tests read.
 """
@@ -192,5 +195,85 @@ def multiworker(out_dir):
           "seconds": time.time() - t0})
 
 
+def global_batches(out_dir):
+    """Two global batches [A, B, A, B], [C, D, C, D] of four fixed shapes images: each of
+    two replicas of 2 images sees [A, B] (then [C, D]), as one process of 4 images does,
+    so count-normalised losses agree (see mirrored())."""
+    from mrcnn.data.pipeline import make_input_dataset
+    from mrcnn.data.tfrecords import read_tfrecords, write_tfrecords
+    files = write_tfrecords(shapes(4, seed=3), DistConfig(), os.path.join(out_dir, "rec"), 1)
+    pairs = next(iter(make_input_dataset(read_tfrecords(files, DistConfig()), DistConfig(),
+                                         4)))
+    order = [0, 1, 0, 1, 2, 3, 2, 3]
+    return {k: v.numpy()[order] for k, v in pairs.items()}                # [8, ...]
+
+
+def slurm(out_dir):
+    """One task of a 2-task Slurm step: --strategy auto must build the multi-worker
+    strategy from Slurm's environment; 2 steps of global batch 4 (2 per worker). Every
+    worker saves its final weights; the chief also its initial ones."""
+    import tempfile
+
+    from mrcnn.distribute import get_strategy, is_chief, worker_index
+    strategy = get_strategy("auto")                 # first: before other TF work
+    from mrcnn.model import MaskRCNN
+    index, count = worker_index(strategy)
+    tf.keras.utils.set_random_seed(7)
+    batches = global_batches(tempfile.mkdtemp(prefix=f"slurm_worker{index}_"))
+    config = DistConfig()                           # 2 images per replica
+    model = MaskRCNN("training", config, os.path.join(out_dir, "logs"), strategy=strategy)
+    if is_chief(strategy):
+        np.savez(os.path.join(out_dir, "init.npz"), *model.keras_model.get_weights())
+    logs = _fit_steps(model, batches, config)
+    np.savez(os.path.join(out_dir, f"final_{index}.npz"), *model.keras_model.get_weights())
+    emit({"strategy": type(strategy).__name__, "worker": [index, count],
+          "chief": is_chief(strategy), "replicas": strategy.num_replicas_in_sync,
+          "batch_size": config.BATCH_SIZE, "logs": logs,
+          "task": [strategy.cluster_resolver.task_type, strategy.cluster_resolver.task_id],
+          "cluster": strategy.cluster_resolver.cluster_spec().as_dict()})
+
+
+def reference(out_dir):
+    """One process, no strategy, the same two global batches from the Slurm job's
+    initial weights; compares its final weights with every worker's."""
+    import tempfile
+
+    from mrcnn.model import MaskRCNN
+    batches = global_batches(tempfile.mkdtemp(prefix="slurm_reference_"))
+    config = DistConfig()
+    config.IMAGES_PER_GPU = 4
+    config.__init__()                               # BATCH_SIZE 4
+    model = MaskRCNN("training", config, os.path.join(out_dir, "reference"))
+    with np.load(os.path.join(out_dir, "init.npz")) as f:
+        init = [f[f"arr_{i}"] for i in range(len(f.files))]
+    model.keras_model.set_weights(init)
+    logs = _fit_steps(model, batches, config)
+    mine = model.keras_model.get_weights()
+    diffs = []
+    for index in range(2):
+        with np.load(os.path.join(out_dir, f"final_{index}.npz")) as f:
+            theirs = [f[f"arr_{i}"] for i in range(len(f.files))]
+        diffs.append(max(float(np.abs(a - b).max()) for a, b in zip(mine, theirs)))
+    emit({"logs": logs, "weights_diff": diffs,
+          "weights_moved": max(float(np.abs(a - b).max()) for a, b in zip(mine, init))})
+
+
+def long(out_dir):
+    """Trains from model.train for up to 100 epochs of 2 steps (a job to stop)."""
+    from mrcnn.model import MaskRCNN
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    tf.keras.utils.set_random_seed(3)
+    config = DistConfig()
+    config.IMAGES_PER_GPU = 1
+    config.__init__()
+    model = MaskRCNN("training", config, os.path.join(out_dir, "logs"))
+    print("TRAINING", flush=True)
+    model.train(shapes(4, seed=5), None, config.LEARNING_RATE, epochs=100, layers="heads",
+                verbose=2)
+    emit({"epoch": model.epoch, "stopped_by_signal": model.stopped_by_signal,
+          "log_dir": model.log_dir})
+
+
 if __name__ == "__main__":
-    {"mirrored": mirrored, "multiworker": multiworker}[sys.argv[1]](sys.argv[2])
+    {"mirrored": mirrored, "multiworker": multiworker, "slurm": slurm,
+     "reference": reference, "long": long}[sys.argv[1]](sys.argv[2])
