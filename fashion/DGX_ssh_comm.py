@@ -289,9 +289,9 @@ def dispatch(args, command):
     if args.cmd == "run" and args.slurm and args.dry_run:  # no connection needed
         settings = load_settings({"dest": args.dest})
         require(settings, "dest")
-        dest = settings.dest if settings.dest.startswith("/") else "$HOME/" + settings.dest
         run_id = jobs.check_run_id(args.run_id or jobs.new_run_id())
-        print(slurm.batch_script(dest, run_id, command, _slurm_options(args)), end="")
+        print(slurm.batch_script(settings.dest, run_id, command, _slurm_options(args)),
+              end="")
         return 0
     settings = _settings(args)
     if args.cmd in ("sync", "run", "status", "logs", "stop", "legacy"):

@@ -3,7 +3,7 @@
     python tests/distribute_worker.py mirrored OUT_DIR     # 2 logical CPUs
     python tests/distribute_worker.py multiworker OUT_DIR  # TF_CONFIG set by the caller
     srun -n 2 python tests/distribute_worker.py slurm OUT_DIR  # a task of a Slurm step
-    python tests/distribute_worker.py reference OUT_DIR    # one process, after `slurm`
+    python tests/distribute_worker.py reference OUT_DIR    # one process, beside `slurm`
     python tests/distribute_worker.py long OUT_DIR         # trains until SIGTERM
 
 Each mode prints one JSON line starting with "RESULT " that the tests read.
@@ -208,24 +208,39 @@ def global_batches(out_dir):
     return {k: v.numpy()[order] for k, v in pairs.items()}                # [8, ...]
 
 
+def _load_npz(path):
+    with np.load(path) as f:
+        return [f[f"arr_{i}"] for i in range(len(f.files))]
+
+
+def _wait_for(path, seconds=600):
+    deadline = time.time() + seconds
+    while not os.path.exists(path):
+        if time.time() > deadline:
+            raise TimeoutError(f"{path} did not appear within {seconds} s")
+        time.sleep(0.2)
+
+
 def slurm(out_dir):
     """One task of a 2-task Slurm step: --strategy auto must build the multi-worker
-    strategy from Slurm's environment; 2 steps of global batch 4 (2 per worker). Every
-    worker saves its final weights; the chief also its initial ones."""
+    strategy from Slurm's environment; 2 steps of global batch 4 (2 per worker) from
+    the reference process's initial weights (init.npz); every worker saves its final
+    weights as final_<worker>.npz."""
     import tempfile
 
     from mrcnn.distribute import get_strategy, is_chief, worker_index
     strategy = get_strategy("auto")                 # first: before other TF work
     from mrcnn.model import MaskRCNN
     index, count = worker_index(strategy)
-    tf.keras.utils.set_random_seed(7)
     batches = global_batches(tempfile.mkdtemp(prefix=f"slurm_worker{index}_"))
     config = DistConfig()                           # 2 images per replica
     model = MaskRCNN("training", config, os.path.join(out_dir, "logs"), strategy=strategy)
-    if is_chief(strategy):
-        np.savez(os.path.join(out_dir, "init.npz"), *model.keras_model.get_weights())
+    _wait_for(os.path.join(out_dir, "init.npz"))
+    model.keras_model.set_weights(_load_npz(os.path.join(out_dir, "init.npz")))
     logs = _fit_steps(model, batches, config)
-    np.savez(os.path.join(out_dir, f"final_{index}.npz"), *model.keras_model.get_weights())
+    part = os.path.join(out_dir, f"final_{index}.part.npz")
+    np.savez(part, *model.keras_model.get_weights())
+    os.replace(part, os.path.join(out_dir, f"final_{index}.npz"))
     emit({"strategy": type(strategy).__name__, "worker": [index, count],
           "chief": is_chief(strategy), "replicas": strategy.num_replicas_in_sync,
           "batch_size": config.BATCH_SIZE, "logs": logs,
@@ -234,26 +249,28 @@ def slurm(out_dir):
 
 
 def reference(out_dir):
-    """One process, no strategy, the same two global batches from the Slurm job's
-    initial weights; compares its final weights with every worker's."""
+    """One process, no strategy: writes init.npz (the Slurm job's starting weights),
+    trains the same two global batches, then compares its final weights with every
+    worker's final_<worker>.npz once they exist."""
     import tempfile
 
     from mrcnn.model import MaskRCNN
+    tf.keras.utils.set_random_seed(7)
     batches = global_batches(tempfile.mkdtemp(prefix="slurm_reference_"))
     config = DistConfig()
     config.IMAGES_PER_GPU = 4
     config.__init__()                               # BATCH_SIZE 4
     model = MaskRCNN("training", config, os.path.join(out_dir, "reference"))
-    with np.load(os.path.join(out_dir, "init.npz")) as f:
-        init = [f[f"arr_{i}"] for i in range(len(f.files))]
-    model.keras_model.set_weights(init)
+    init = model.keras_model.get_weights()
+    np.savez(os.path.join(out_dir, "init.part.npz"), *init)
+    os.replace(os.path.join(out_dir, "init.part.npz"), os.path.join(out_dir, "init.npz"))
     logs = _fit_steps(model, batches, config)
     mine = model.keras_model.get_weights()
     diffs = []
     for index in range(2):
-        with np.load(os.path.join(out_dir, f"final_{index}.npz")) as f:
-            theirs = [f[f"arr_{i}"] for i in range(len(f.files))]
-        diffs.append(max(float(np.abs(a - b).max()) for a, b in zip(mine, theirs)))
+        path = os.path.join(out_dir, f"final_{index}.npz")
+        _wait_for(path)                             # renamed into place when complete
+        diffs.append(max(float(np.abs(a - b).max()) for a, b in zip(mine, _load_npz(path))))
     emit({"logs": logs, "weights_diff": diffs,
           "weights_moved": max(float(np.abs(a - b).max()) for a, b in zip(mine, init))})
 

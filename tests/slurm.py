@@ -89,7 +89,7 @@ class SlurmCluster:
             "JobAcctGatherType=jobacct_gather/none",
             "AccountingStorageType=accounting_storage/none",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU",
-            "ReturnToService=2", "MpiDefault=none", f"MpiParams=ports={first}-{last}",
+            "ReturnToService=2", "EnforcePartLimits=ALL", "MpiDefault=none", f"MpiParams=ports={first}-{last}",
             "SchedulerType=sched/backfill", "MinJobAge=600", "KillWait=10",
             "SlurmctldTimeout=30", "SlurmdTimeout=30", "InactiveLimit=0",
             "NodeName=localhost NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN",

@@ -100,8 +100,9 @@ def submit(client, dest, run_id, argv, options, meta):
                           "it is not a Slurm login node; connect to the cluster's login "
                           "node or run without --slurm.")
     if code != 0:
-        raise RemoteError(f"Slurm rejected the job: {slurm_error(err)}; fix the option "
-                          f"it names (see {base}.sbatch on the host) and rerun.")
+        raise RemoteError(f"Slurm rejected the job: {slurm_error(err)}; compare --nodes, "
+                          f"--gpus-per-node, --partition, --time and --account with what "
+                          f"the cluster offers (sinfo) and rerun (script: {base}.sbatch).")
     job_id = out.strip().splitlines()[-1].split(";")[0].strip()
     if not job_id.isdigit():
         raise RemoteError(f"sbatch printed {out.strip()!r} instead of a job id; look at "
