@@ -72,8 +72,9 @@ def emit(result):
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def _fit_steps(mrcnn_model, batches, config):
-    """Compiles as MaskRCNN.train does and fits the given global batches in order."""
+def _fit_steps(mrcnn_model, batches, config, dataset=None):
+    """Compiles as MaskRCNN.train does and fits the given global batches in order
+    (or `dataset`, already distributed, of as many steps)."""
     import keras
 
     from mrcnn.training import make_optimizer, set_trainable
@@ -87,7 +88,7 @@ def _fit_steps(mrcnn_model, batches, config):
     set_trainable(km, ".*")
     with mrcnn_model._scope():
         km.compile(optimizer=make_optimizer(config, config.LEARNING_RATE), jit_compile=False)
-    ds = tf.data.Dataset.from_tensor_slices(batches).batch(config.BATCH_SIZE)
+    ds = dataset or tf.data.Dataset.from_tensor_slices(batches).batch(config.BATCH_SIZE)
     km.fit(ds, epochs=1, steps_per_epoch=len(batches["input_image"]) // config.BATCH_SIZE,
            callbacks=[Record()], verbose=0)
     return steps
@@ -221,6 +222,19 @@ def _wait_for(path, seconds=600):
         time.sleep(0.2)
 
 
+def worker_slices(strategy, batches, config):
+    """Worker i's replica reads images [2i, 2i + 1] of every global batch of 4: the
+    split is set here, not left to tf.data's auto-sharding."""
+    def per_worker(context):
+        size = context.get_per_replica_batch_size(config.BATCH_SIZE)        # 2
+        index = np.concatenate([np.arange(start, start + size) + context.input_pipeline_id
+                                * size for start in range(0, len(batches["input_image"]),
+                                                          config.BATCH_SIZE)])
+        mine = {k: v[index] for k, v in batches.items()}                  # [4, ...]
+        return tf.data.Dataset.from_tensor_slices(mine).batch(size)
+    return strategy.distribute_datasets_from_function(per_worker)
+
+
 def slurm(out_dir):
     """One task of a 2-task Slurm step: --strategy auto must build the multi-worker
     strategy from Slurm's environment; 2 steps of global batch 4 (2 per worker) from
@@ -237,7 +251,7 @@ def slurm(out_dir):
     model = MaskRCNN("training", config, os.path.join(out_dir, "logs"), strategy=strategy)
     _wait_for(os.path.join(out_dir, "init.npz"))
     model.keras_model.set_weights(_load_npz(os.path.join(out_dir, "init.npz")))
-    logs = _fit_steps(model, batches, config)
+    logs = _fit_steps(model, batches, config, worker_slices(strategy, batches, config))
     part = os.path.join(out_dir, f"final_{index}.part.npz")
     np.savez(part, *model.keras_model.get_weights())
     os.replace(part, os.path.join(out_dir, f"final_{index}.npz"))
