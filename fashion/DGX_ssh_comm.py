@@ -51,6 +51,12 @@ before or after the command)::
     python fashion/DGX_ssh_comm.py run --dest work/fashion --docker -- python train.py
     python fashion/DGX_ssh_comm.py run --dest work/fashion --docker my/image:tag -- nvidia-smi
 
+    # ... or as a Slurm batch job from the cluster's login node (srun in every task)
+    python fashion/DGX_ssh_comm.py run --slurm --dest work/fashion --nodes 2 \
+        --gpus-per-node 8 --partition batch --time 12:00:00 -- \
+        python fashion/fashion.py train --tfrecords 'records/train-*' --strategy auto
+    python fashion/DGX_ssh_comm.py run --slurm --dry-run --dest work/fashion -- CMD
+
     python fashion/DGX_ssh_comm.py status --dest work/fashion            # all runs
     python fashion/DGX_ssh_comm.py status --dest work/fashion RUN_ID     # one run
     python fashion/DGX_ssh_comm.py logs --dest work/fashion RUN_ID --tail 50 --follow
@@ -87,6 +93,13 @@ Details:
 - ``fetch`` downloads into ``LOCAL/NAME`` through ``NAME.part``, resumes a ``.part``
   from its size, checks the size and renames atomically; unchanged files are skipped. A
   local write failure (disk full, permission) is one sentence naming the path.
+- ``run --slurm`` writes ``DEST/logs/RUN_ID.sbatch`` (``--nodes``, ``--tasks-per-node``,
+  ``--gpus-per-node``, ``--cpus-per-task``, ``--partition``, ``--time``, ``--account``,
+  ``--container-image`` for pyxis, ``--sbatch-arg`` for anything else), submits it with
+  ``sbatch`` and prints the job id; the output goes to ``RUN_ID.log``. ``status`` shows
+  Slurm's state, pending reason, nodes and elapsed time (squeue, else sacct); ``stop``
+  sends SIGTERM to every task (``scancel --signal=TERM``), then ``scancel`` after
+  ``--grace`` seconds. See docs/distributed.md.
 - Everything after the first ``--`` of ``run`` is the remote command, passed on
   untouched (it may itself contain ``--host`` or ``--``).
 """

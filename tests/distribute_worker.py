@@ -238,19 +238,18 @@ def worker_slices(strategy, batches, config):
 def slurm(out_dir):
     """One task of a 2-task Slurm step: --strategy auto must build the multi-worker
     strategy from Slurm's environment; 2 steps of global batch 4 (2 per worker) from
-    the reference process's initial weights (init.npz); every worker saves its final
-    weights as final_<worker>.npz."""
-    import tempfile
-
+    the reference process's initial weights and batches (init.npz, batches.npz); every
+    worker saves its final weights as final_<worker>.npz."""
     from mrcnn.distribute import get_strategy, is_chief, worker_index
     strategy = get_strategy("auto")                 # first: before other TF work
     from mrcnn.model import MaskRCNN
     index, count = worker_index(strategy)
-    batches = global_batches(tempfile.mkdtemp(prefix=f"slurm_worker{index}_"))
     config = DistConfig()                           # 2 images per replica
     model = MaskRCNN("training", config, os.path.join(out_dir, "logs"), strategy=strategy)
-    _wait_for(os.path.join(out_dir, "init.npz"))
+    _wait_for(os.path.join(out_dir, "init.npz"))   # written after batches.npz
     model.keras_model.set_weights(_load_npz(os.path.join(out_dir, "init.npz")))
+    with np.load(os.path.join(out_dir, "batches.npz")) as f:  # RPN targets are sampled
+        batches = {k: f[k] for k in f.files}                  # randomly: use the same
     logs = _fit_steps(model, batches, config, worker_slices(strategy, batches, config))
     part = os.path.join(out_dir, f"final_{index}.part.npz")
     np.savez(part, *model.keras_model.get_weights())
@@ -263,8 +262,8 @@ def slurm(out_dir):
 
 
 def reference(out_dir):
-    """One process, no strategy: writes init.npz (the Slurm job's starting weights),
-    trains the same two global batches, then compares its final weights with every
+    """One process, no strategy: writes batches.npz and init.npz (the Slurm job's
+    inputs and starting weights), trains the same two global batches, then compares its final weights with every
     worker's final_<worker>.npz once they exist."""
     import tempfile
 
@@ -276,6 +275,8 @@ def reference(out_dir):
     config.__init__()                               # BATCH_SIZE 4
     model = MaskRCNN("training", config, os.path.join(out_dir, "reference"))
     init = model.keras_model.get_weights()
+    np.savez(os.path.join(out_dir, "batches.part.npz"), **batches)
+    os.replace(os.path.join(out_dir, "batches.part.npz"), os.path.join(out_dir, "batches.npz"))
     np.savez(os.path.join(out_dir, "init.part.npz"), *init)
     os.replace(os.path.join(out_dir, "init.part.npz"), os.path.join(out_dir, "init.npz"))
     logs = _fit_steps(model, batches, config)

@@ -100,7 +100,7 @@ def test_two_task_job_trains_like_one_process_and_is_followed(cli, project, tmp_
         script = (project / "logs" / f"{run_id}.sbatch").read_text()
         assert "#SBATCH --ntasks-per-node=2" in script and "srun " in script
         status = cli("status", "--dest", project, run_id)
-        assert status.returncode == 0 and f"slurm job " in status.stdout, status
+        assert status.returncode == 0 and "slurm job " in status.stdout, status
         follow = cli("logs", "--dest", project, run_id, "--follow", "--tail", 0, timeout=600)
         assert follow.returncode == 0, follow.stderr
         ref_out, _ = reference.communicate(timeout=600)
