@@ -285,6 +285,22 @@ def _submit(client, settings, args, argv):
     return 0
 
 
+SLURM_ONLY = {"nodes": 1, "tasks_per_node": 1, "gpus_per_node": None, "cpus_per_task": None,
+              "partition": None, "time": None, "account": None, "container_image": None,
+              "sbatch_arg": [], "dry_run": False}
+
+
+def _check_slurm_flags(args):
+    """Slurm options given without --slurm would be ignored silently: refuse them."""
+    if args.cmd != "run" or args.slurm:
+        return
+    for name, default in SLURM_ONLY.items():
+        if getattr(args, name, default) != default:
+            flag = "--" + name.replace("_", "-")
+            raise RemoteError(f"{flag} applies to Slurm jobs only; add --slurm to submit "
+                              f"with sbatch, or drop {flag}.")
+
+
 def _start(client, settings, args, argv):
     if getattr(args, "slurm", False):
         return _submit(client, settings, args, argv)
@@ -299,6 +315,7 @@ def _start(client, settings, args, argv):
 
 def dispatch(args, command):
     """Run one parsed subcommand; returns the exit code."""
+    _check_slurm_flags(args)
     if args.cmd == "run" and args.slurm and args.dry_run:  # no connection needed
         settings = load_settings({"dest": args.dest})
         require(settings, "dest")

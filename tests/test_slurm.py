@@ -204,3 +204,6 @@ def test_dry_run_prints_the_batch_script_without_connecting(tmp_path):
                           "--dest", "/p", "--time", "four hours", "--", "true"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--time 'four hours'" in bad.stderr, bad.stderr
+    alone = subprocess.run([sys.executable, str(SCRIPT), "run", "--dest", "/p", "--nodes",
+                            "2", "--", "true"], capture_output=True, text=True, timeout=60)
+    assert alone.returncode == 2 and "add --slurm" in alone.stderr, alone.stderr
