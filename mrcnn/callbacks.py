@@ -275,7 +275,7 @@ class StopOnSignal(keras.callbacks.Callback):
 
     The signal only sets a flag; after the current step training stops, the epoch ends
     and the checkpoint callbacks write the weights as at any epoch end. Under a
-    multi-worker strategy the workers agree on the flag after every step (a MAX
+    multi-worker strategy the workers agree on the flag after every step (a traced SUM
     all-reduce), so all stop after the same step even when the signal reaches them a
     step apart. The previous handler is restored when training ends. `received` tells
     afterwards whether a signal stopped training.
@@ -289,6 +289,7 @@ class StopOnSignal(keras.callbacks.Callback):
         self.received = False
         self._pending = False
         self._previous = {}
+        self._sum = None
 
     def _handle(self, signum, frame):
         self._pending = True
@@ -306,9 +307,11 @@ class StopOnSignal(keras.callbacks.Callback):
         if self.strategy is None or not in_multi_worker_mode(self.strategy):
             return self._pending
         import tensorflow as tf
-        flag = 1.0 if self._pending else 0.0
-        per_replica = self.strategy.run(lambda: tf.constant(flag))
-        return float(self.strategy.reduce("MAX", per_replica, axis=None)) > 0
+        if self._sum is None:  # one traced all-reduce, not an eager one per step
+            strategy = self.strategy
+            self._sum = tf.function(lambda flag: strategy.reduce(
+                "SUM", strategy.run(lambda: tf.identity(flag)), axis=None))
+        return float(self._sum(tf.constant(1.0 if self._pending else 0.0))) > 0
 
     def on_train_batch_end(self, batch, logs=None):
         if self._agreed():
