@@ -4,7 +4,7 @@
     python tests/distribute_worker.py multiworker OUT_DIR  # TF_CONFIG set by the caller
     srun -n 2 python tests/distribute_worker.py slurm OUT_DIR  # a task of a Slurm step
     python tests/distribute_worker.py reference OUT_DIR    # one process, beside `slurm`
-    python tests/distribute_worker.py long OUT_DIR         # trains until SIGTERM
+    srun -n 2 python tests/distribute_worker.py long OUT_DIR  # trains until SIGTERM
 
 Each mode prints one JSON line starting with "RESULT " that the tests read.
 """
@@ -263,8 +263,8 @@ def slurm(out_dir):
 
 def reference(out_dir):
     """One process, no strategy: writes batches.npz and init.npz (the Slurm job's
-    inputs and starting weights), trains the same two global batches, then compares its final weights with every
-    worker's final_<worker>.npz once they exist."""
+    inputs and starting weights), trains the same two global batches, then compares
+    its final weights with every worker's final_<worker>.npz once they exist."""
     import tempfile
 
     from mrcnn.model import MaskRCNN
@@ -276,7 +276,8 @@ def reference(out_dir):
     model = MaskRCNN("training", config, os.path.join(out_dir, "reference"))
     init = model.keras_model.get_weights()
     np.savez(os.path.join(out_dir, "batches.part.npz"), **batches)
-    os.replace(os.path.join(out_dir, "batches.part.npz"), os.path.join(out_dir, "batches.npz"))
+    os.replace(os.path.join(out_dir, "batches.part.npz"),
+               os.path.join(out_dir, "batches.npz"))
     np.savez(os.path.join(out_dir, "init.part.npz"), *init)
     os.replace(os.path.join(out_dir, "init.part.npz"), os.path.join(out_dir, "init.npz"))
     logs = _fit_steps(model, batches, config)
@@ -291,19 +292,20 @@ def reference(out_dir):
 
 
 def long(out_dir):
-    """Trains from model.train for up to 100 epochs of 2 steps (a job to stop)."""
+    """Trains with model.train for up to 100 epochs of 2 steps under --strategy auto
+    (a Slurm step of 2 tasks: multi-worker), until stopped by SIGTERM."""
+    from mrcnn.distribute import get_strategy, worker_index
+    strategy = get_strategy("auto")                 # first: before other TF work
     from mrcnn.model import MaskRCNN
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tf.keras.utils.set_random_seed(3)
     config = DistConfig()
     config.IMAGES_PER_GPU = 1
-    config.__init__()
-    model = MaskRCNN("training", config, os.path.join(out_dir, "logs"))
-    print("TRAINING", flush=True)
+    model = MaskRCNN("training", config, os.path.join(out_dir, "logs"), strategy=strategy)
     model.train(shapes(4, seed=5), None, config.LEARNING_RATE, epochs=100, layers="heads",
                 verbose=2)
-    emit({"epoch": model.epoch, "stopped_by_signal": model.stopped_by_signal,
-          "log_dir": model.log_dir})
+    emit({"worker": list(worker_index(strategy)), "epoch": model.epoch,
+          "stopped_by_signal": model.stopped_by_signal})
 
 
 if __name__ == "__main__":

@@ -6,12 +6,13 @@
 directory under ``tmpdir``, ``SlurmUser=root``, free ports), runs the three daemons in
 the foreground as child processes, and waits until ``sinfo`` shows the node idle.
 ``env`` is the environment in which ``sbatch``/``srun``/``squeue`` talk to this
-cluster (``SLURM_CONF``); ``stop()`` terminates the daemons.
+cluster (``SLURM_CONF``; slurm.conf also sets ``AuthInfo`` to the fixture's munge
+socket); ``stop()`` terminates the daemons.
 
 Only one machine is available here, so the cluster has one node and a job of two tasks
 runs both on it (``--ntasks=2``); the Slurm commands, daemons and environment are the
-real ones. The ``slurm`` fixture skips when the binaries are absent outside CI; on CI
-(``CI`` set) it fails instead, since .ci/run installs them.
+real ones. ``skip_unless_installed()`` skips when the binaries are absent outside CI;
+on CI (``CI`` set) the start fails instead, since .ci/run installs them.
 """
 import os
 import secrets
@@ -89,7 +90,8 @@ class SlurmCluster:
             "JobAcctGatherType=jobacct_gather/none",
             "AccountingStorageType=accounting_storage/none",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU",
-            "ReturnToService=2", "EnforcePartLimits=ALL", "MpiDefault=none", f"MpiParams=ports={first}-{last}",
+            "ReturnToService=2", "EnforcePartLimits=ALL", "MpiDefault=none",
+            f"MpiParams=ports={first}-{last}",
             "SchedulerType=sched/backfill", "MinJobAge=600", "KillWait=10",
             "SlurmctldTimeout=30", "SlurmdTimeout=30", "InactiveLimit=0",
             "NodeName=localhost NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN",
@@ -162,16 +164,13 @@ class SlurmCluster:
             log.close()
 
 
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
-    """A running one-node SlurmCluster for one test module."""
+def skip_unless_installed():
+    """Skips the calling test when the binaries are absent, except on CI (``CI`` set),
+    where .ci/run installs them and a missing one must fail instead."""
     missing = missing_binaries()
     if missing and not os.environ.get("CI"):
         pytest.skip(f"{', '.join(missing)} not installed (apt-get install slurm-wlm "
                     f"munge); on CI these tests run.")
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
-    yield cluster
-    cluster.stop()
 
 
-__all__ = ["SlurmCluster", "slurm", "missing_binaries"]
+__all__ = ["SlurmCluster", "skip_unless_installed", "missing_binaries", "PARTITION"]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slurm import PARTITION, SlurmCluster, missing_binaries  # noqa: E402
+from slurm import PARTITION, SlurmCluster, skip_unless_installed  # noqa: E402
 from sshd import SshServer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,10 +29,7 @@ WORKER = REPO / "tests" / "distribute_worker.py"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A one-node Slurm cluster and an sshd whose sessions use it (SLURM_CONF)."""
-    missing = missing_binaries()
-    if missing and not os.environ.get("CI"):
-        pytest.skip(f"{', '.join(missing)} not installed (apt-get install slurm-wlm "
-                    f"munge); on CI these tests run.")
+    skip_unless_installed()
     slurm = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
     server = SshServer(tmp_path_factory.mktemp("sshd"),
                        extra_config=[f"SetEnv SLURM_CONF={slurm.conf}"])
@@ -131,9 +128,10 @@ def test_two_task_job_trains_like_one_process_and_is_followed(cli, project, tmp_
     assert "exited" in line and "COMPLETED" in line and "exit code 0" in line, line
 
 
-def test_stop_sends_sigterm_and_the_checkpoint_is_intact(cli, project, tmp_path):
+def test_stop_sends_sigterm_to_both_workers_and_the_checkpoint_is_intact(cli, project,
+                                                                         tmp_path):
     out = tmp_path / "out"
-    run_id = submit(cli, project, "--cpus-per-task", 1,
+    run_id = submit(cli, project, "--tasks-per-node", 2, "--cpus-per-task", 1,
                     command=[sys.executable, WORKER, "long", out])
     first = None
     deadline = time.monotonic() + 400
@@ -148,10 +146,13 @@ def test_stop_sends_sigterm_and_the_checkpoint_is_intact(cli, project, tmp_path)
     assert stop.returncode == 0 and "stopped with SIGTERM" in stop.stdout, stop
     log = cli("logs", "--dest", project, run_id, "--tail", 0).stdout
     assert "Stopping on a signal" in log, log[-3000:]
-    result = results(log)
-    assert result and result[-1]["stopped_by_signal"], log[-3000:]
-    epoch = result[-1]["epoch"]
-    assert 2 <= epoch < 100
+    # Both workers stopped after the same step (they agree on the signal each step)
+    result = sorted(results(log), key=lambda r: r["worker"])
+    assert [r["worker"] for r in result] == [[0, 2], [1, 2]], log[-3000:]
+    assert all(r["stopped_by_signal"] for r in result)
+    epoch = result[0]["epoch"]
+    assert result[1]["epoch"] == epoch and 2 <= epoch < 100
+    assert len(list(out.glob("logs/*"))) == 1       # only the chief wrote a run
     last = first.parent / f"mask_rcnn_dist_{epoch:04d}.h5"
     with h5py.File(first, "r") as a, h5py.File(last, "r") as b:
         names = []

@@ -4,9 +4,10 @@ A run ``RUN_ID`` started in ``DEST`` keeps its files in ``DEST/logs/``:
 ``RUN_ID.sh`` (the wrapper script), ``RUN_ID.json`` (what was asked), ``RUN_ID.log``
 (stdout and stderr), ``RUN_ID.pid`` (the process group id, written at start),
 ``RUN_ID.exit`` (the exit code, written at the end) and, for docker runs,
-``RUN_ID.container``; Slurm runs (fashion.remote.slurm) have ``RUN_ID.jobid``
-instead of a pid and are queried with squeue/sacct. The wrapper runs under ``setsid nohup`` so it survives the SSH
+``RUN_ID.container``. The wrapper runs under ``setsid nohup`` so it survives the SSH
 session; ``stop`` sends TERM to the whole process group, then KILL after a grace period.
+Slurm runs (fashion.remote.slurm) have ``RUN_ID.jobid`` instead of a pid: their state
+comes from squeue/sacct and ``stop`` goes through scancel.
 """
 import datetime
 import json
