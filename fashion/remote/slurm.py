@@ -176,8 +176,7 @@ def died(info, exit_code):
     if state in ACTIVE or state == "COMPLETING" or (state == "COMPLETED" and not exit_code):
         return ""
     why = f" ({info['reason']})" if info["reason"] else ""
-    code = f", exit code {exit_code}" if exit_code is not None else ""
-    return f"the job ended {state}{why}{code}; read its log with 'logs'"
+    return f"the job ended {state}{why}; read its log with 'logs'"
 
 
 STOP = r"""j={job}; b={base}; grace={ticks}
