@@ -118,8 +118,10 @@ def test_two_task_job_trains_like_one_process_and_is_followed(cli, project, tmp_
     # Training moved the weights, and the two workers and the one process moved them
     # the same way. Tolerance as in test_distribute's mirrored test: float32 reduction
     # order differs between one process and two all-reduced workers (measured there:
-    # 1.2e-7 to 1.3e-3 of the movement by CPU); a replica-scaling error (gradients
-    # summed but not averaged) moves them by a large part of the movement itself.
+    # up to 1.3e-3 of the movement, by CPU; here, AMD EPYC: 1.2e-7 for a movement of
+    # 0.023); a replica-scaling error (gradients summed but not averaged) moves them
+    # by a large part of the movement itself.
+    print(f"weights moved {ref['weights_moved']:.3g}, differ by {ref['weights_diff']}")
     assert ref["weights_moved"] > 1e-3
     assert max(ref["weights_diff"]) < 1e-2 * ref["weights_moved"], ref
     status = cli("status", "--dest", project, run_id)
