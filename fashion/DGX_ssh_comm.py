@@ -51,6 +51,12 @@ before or after the command)::
     python fashion/DGX_ssh_comm.py run --dest work/fashion --docker -- python train.py
     python fashion/DGX_ssh_comm.py run --dest work/fashion --docker my/image:tag -- nvidia-smi
 
+    # ... or as a Slurm batch job from the cluster's login node (srun in every task)
+    python fashion/DGX_ssh_comm.py run --slurm --dest work/fashion --nodes 2 \
+        --gpus-per-node 8 --partition batch --time 12:00:00 -- \
+        python fashion/fashion.py train --tfrecords 'records/train-*' --strategy auto
+    python fashion/DGX_ssh_comm.py run --slurm --dry-run --dest work/fashion -- CMD
+
     python fashion/DGX_ssh_comm.py status --dest work/fashion            # all runs
     python fashion/DGX_ssh_comm.py status --dest work/fashion RUN_ID     # one run
     python fashion/DGX_ssh_comm.py logs --dest work/fashion RUN_ID --tail 50 --follow
@@ -87,6 +93,13 @@ Details:
 - ``fetch`` downloads into ``LOCAL/NAME`` through ``NAME.part``, resumes a ``.part``
   from its size, checks the size and renames atomically; unchanged files are skipped. A
   local write failure (disk full, permission) is one sentence naming the path.
+- ``run --slurm`` writes ``DEST/logs/RUN_ID.sbatch`` (``--nodes``, ``--tasks-per-node``,
+  ``--gpus-per-node``, ``--cpus-per-task``, ``--partition``, ``--time``, ``--account``,
+  ``--container-image`` for pyxis, ``--sbatch-arg`` for anything else), submits it with
+  ``sbatch`` and prints the job id; the output goes to ``RUN_ID.log``. ``status`` shows
+  Slurm's state, pending reason, nodes and elapsed time (squeue, else sacct); ``stop``
+  sends SIGTERM to every task (``scancel --signal=TERM``), then ``scancel`` after
+  ``--grace`` seconds. See docs/distributed.md.
 - Everything after the first ``--`` of ``run`` is the remote command, passed on
   untouched (it may itself contain ``--host`` or ``--``).
 """
@@ -101,10 +114,11 @@ import paramiko
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fashion.remote import jobs, transfer  # noqa: E402
+from fashion.remote import jobs, slurm, transfer  # noqa: E402
 from fashion.remote.connection import configure_logging, connect, log_path  # noqa: E402
 from fashion.remote.settings import (DEFAULT_IMAGE, RemoteError, load_settings,  # noqa: E402
                                      require)
+from fashion.remote.slurm import SlurmOptions  # noqa: E402
 from fashion.remote.tunnel import Tunnel  # noqa: E402
 
 COMMANDS = ("sync", "run", "status", "logs", "stop", "fetch", "tunnel")
@@ -154,6 +168,29 @@ def _docker_flags(parser):
                         "--docker-arg=--ipc=host")
 
 
+def _slurm_flags(parser):
+    group = parser.add_argument_group("Slurm (run --slurm: submit a batch job with sbatch)")
+    group.add_argument("--slurm", action="store_true",
+                       help="submit with sbatch on the host (a Slurm login node); the "
+                       "command runs under srun in every task")
+    group.add_argument("--nodes", type=int, default=1, help="nodes, default 1")
+    group.add_argument("--tasks-per-node", type=int, default=1,
+                       help="tasks per node, default 1 (one task drives all GPUs of "
+                       "its node)")
+    group.add_argument("--gpus-per-node", type=int, help="GPUs per node (--gpus-per-node)")
+    group.add_argument("--cpus-per-task", type=int, help="CPUs per task (input pipeline)")
+    group.add_argument("--partition", help="Slurm partition")
+    group.add_argument("--time", help="time limit, e.g. 4:00:00 or 2-00:00:00")
+    group.add_argument("--account", help="Slurm account to charge")
+    group.add_argument("--container-image", metavar="IMAGE",
+                       help="run in this container with pyxis (srun --container-image), "
+                       "the project mounted at /workspace")
+    group.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
+                       help="extra sbatch option, repeatable, e.g. --sbatch-arg=--qos=high")
+    group.add_argument("--dry-run", action="store_true",
+                       help="print the batch script and submit nothing")
+
+
 def build_parser():
     common = _connection_flags()
     parser = argparse.ArgumentParser(
@@ -172,6 +209,7 @@ def build_parser():
     p.add_argument("--dest", help="remote project directory (DGX_DEST)")
     p.add_argument("--run-id", help="choose the run id (default: time stamp + random)")
     _docker_flags(p)
+    _slurm_flags(p)
     p = sub.add_parser("status", parents=[common], help="state and exit code of runs")
     p.add_argument("run_id", nargs="?")
     p.add_argument("--dest", help="remote project directory (DGX_DEST)")
@@ -225,7 +263,47 @@ def _docker_image(args, settings):
     return settings.docker_image
 
 
+def _slurm_options(args):
+    if args.docker is not None:
+        raise RemoteError("--docker does not apply to --slurm jobs; give the image with "
+                          "--container-image (pyxis) instead.")
+    return SlurmOptions(nodes=args.nodes, tasks_per_node=args.tasks_per_node,
+                        gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
+                        partition=args.partition, time=args.time, account=args.account,
+                        container_image=args.container_image,
+                        sbatch_args=args.sbatch_arg).check()
+
+
+def _submit(client, settings, args, argv):
+    run_id = jobs.check_run_id(args.run_id or jobs.new_run_id())
+    meta = {"run_id": run_id, "argv": list(argv), "dest": settings.dest,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    job_id = slurm.submit(client, settings.dest, run_id, argv, _slurm_options(args), meta)
+    print(f"run {run_id} submitted as slurm job {job_id} from {settings.dest} on "
+          f"{settings.host}; log: {settings.dest}/logs/{run_id}.log")
+    print(run_id)
+    return 0
+
+
+SLURM_ONLY = {"nodes": 1, "tasks_per_node": 1, "gpus_per_node": None, "cpus_per_task": None,
+              "partition": None, "time": None, "account": None, "container_image": None,
+              "sbatch_arg": [], "dry_run": False}
+
+
+def _check_slurm_flags(args):
+    """Slurm options given without --slurm would be ignored silently: refuse them."""
+    if args.cmd != "run" or args.slurm:
+        return
+    for name, default in SLURM_ONLY.items():
+        if getattr(args, name, default) != default:
+            flag = "--" + name.replace("_", "-")
+            raise RemoteError(f"{flag} applies to Slurm jobs only; add --slurm to submit "
+                              f"with sbatch, or drop {flag}.")
+
+
 def _start(client, settings, args, argv):
+    if getattr(args, "slurm", False):
+        return _submit(client, settings, args, argv)
     run_id = jobs.start_run(client, settings.dest, argv, _docker_image(args, settings),
                             run_id=getattr(args, "run_id", None),
                             docker_args=args.docker_arg)
@@ -237,6 +315,14 @@ def _start(client, settings, args, argv):
 
 def dispatch(args, command):
     """Run one parsed subcommand; returns the exit code."""
+    _check_slurm_flags(args)
+    if args.cmd == "run" and args.slurm and args.dry_run:  # no connection needed
+        settings = load_settings({"dest": args.dest})
+        require(settings, "dest")
+        run_id = jobs.check_run_id(args.run_id or jobs.new_run_id())
+        print(slurm.batch_script(settings.dest, run_id, command, _slurm_options(args)),
+              end="")
+        return 0
     settings = _settings(args)
     if args.cmd in ("sync", "run", "status", "logs", "stop", "legacy"):
         require(settings, "dest")
@@ -256,8 +342,9 @@ def dispatch(args, command):
             jobs.show_log(client, settings.dest, args.run_id, args.tail, args.follow)
         elif args.cmd == "stop":
             signal = jobs.stop_run(client, settings.dest, args.run_id, args.grace)
-            print(f"run {args.run_id}: " + ("had already ended" if signal == "already"
-                                             else f"stopped with SIG{signal}"))
+            print(f"run {args.run_id}: " + (
+                "had already ended" if signal == "already" else "cancelled (pending)"
+                if signal == "CANCEL" else f"stopped with SIG{signal}"))
         elif args.cmd == "fetch":
             transfer.fetch(client, args.remote, args.local)
         elif args.cmd == "tunnel":

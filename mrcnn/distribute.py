@@ -3,11 +3,14 @@
 ``get_strategy(name)`` returns a tf.distribute strategy (or None for the default,
 single-device one):
 
-- ``"auto"``: multi-worker when ``TF_CONFIG`` describes more than one task, mirrored
-  when more than one GPU is visible, else None.
+- ``"auto"``: multi-worker when ``TF_CONFIG`` describes more than one task, or when
+  this process is one of several tasks of a Slurm job step (``srun``); mirrored when
+  more than one GPU is visible; else None.
 - ``"default"``: None (one device, no strategy).
 - ``"mirrored"``: ``MirroredStrategy`` over the local GPUs (or ``devices``).
-- ``"multiworker"``: ``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``.
+- ``"multiworker"``: ``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``, else from the
+  Slurm step's environment (``slurm_resolver``: tasks, nodes, reserved ports, GPUs
+  per task). ``TF_CONFIG`` wins where both are set; one Slurm task is one host.
 - ``"tpu"``: ``TPUStrategy`` for the TPU ``tpu`` (a name or ``grpc://host:port``).
 
 Config keeps matterport's meaning: one replica is one "GPU", so
@@ -71,6 +74,125 @@ def _cluster_size(tf_config):
     return sum(len(v) for k, v in tf_config["cluster"].items() if k in ("chief", "worker"))
 
 
+# ---------------------------------------------------------------------- Slurm
+SLURM_PORT_BASE = 20000   # without reserved ports: 20000 + 8 * (job id % 5000)
+
+
+def slurm_tasks(environ=None):
+    """Number of tasks of the Slurm job step this process belongs to (``srun``); 0 when
+    it is not a task of a step (no Slurm, or the batch script itself)."""
+    env = environ if environ is not None else os.environ
+    text = env.get("SLURM_STEP_NUM_TASKS", "").strip()
+    if not text:
+        return 0
+    if not text.isdigit():
+        raise StrategyError(f"SLURM_STEP_NUM_TASKS is {text!r}, not a number of tasks; "
+                            "start training with srun inside the job, not by hand.")
+    return int(text)
+
+
+def _slurm_var(env, name, fix):
+    value = env.get(name, "").strip()
+    if not value:
+        raise StrategyError(f"{name} is not set although SLURM_STEP_NUM_TASKS is "
+                            f"{env.get('SLURM_STEP_NUM_TASKS')}; {fix}")
+    return value
+
+
+def _slurm_ports(env, per_node):
+    """The first port of this step's range on every node, checked against per_node."""
+    text = env.get("SLURM_STEP_RESV_PORTS", "").strip()
+    if not text:
+        job = env.get("SLURM_JOB_ID", "0").strip()
+        return SLURM_PORT_BASE + 8 * (int(job) % 5000 if job.isdigit() else 0)
+    first = text.split(",")[0]
+    low, _, high = first.partition("-")
+    if not low.isdigit() or (high and not high.isdigit()):
+        raise StrategyError(f"SLURM_STEP_RESV_PORTS is {text!r}, not a port range such "
+                            "as 12000-12007; check MpiParams=ports in slurm.conf.")
+    count = int(high or low) - int(low) + 1
+    if count < per_node:
+        raise StrategyError(f"SLURM_STEP_RESV_PORTS {text!r} holds {count} port(s) for "
+                            f"{per_node} tasks on one node; widen MpiParams=ports in "
+                            "slurm.conf or run fewer tasks per node.")
+    return int(low)
+
+
+def _visible_gpus(env):
+    """GPU ids this task may use: CUDA_VISIBLE_DEVICES as Slurm set it, else 0..n-1
+    for SLURM_GPUS_ON_NODE, else none (CPU)."""
+    visible = [g for g in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    if visible:
+        return visible
+    count = env.get("SLURM_GPUS_ON_NODE", "").strip()
+    return [str(i) for i in range(int(count))] if count.isdigit() else []
+
+
+def slurm_resolver(environ=None):
+    """A ``SlurmClusterResolver`` for this task of a Slurm step, checked first.
+
+    Tasks come from ``SLURM_STEP_NUM_TASKS``/``SLURM_PROCID``, nodes from
+    ``SLURM_STEP_NODELIST`` and ``SLURM_STEP_TASKS_PER_NODE``, ports from
+    ``SLURM_STEP_RESV_PORTS`` (slurm.conf ``MpiParams=ports=...``; else a range derived
+    from the job id). With GPUs, the node's GPUs are split evenly between its tasks and
+    this task's share is set in ``CUDA_VISIBLE_DEVICES``; on CPUs every task is one
+    replica. An inconsistent environment raises StrategyError naming the variable.
+    """
+    from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver as scr
+    env = environ if environ is not None else os.environ
+    tasks = slurm_tasks(env)
+    fix = "start training with srun inside the job (not ssh), as in docs/distributed.md."
+    rank = _slurm_var(env, "SLURM_PROCID", fix)
+    nodes = _slurm_var(env, "SLURM_STEP_NODELIST", fix)
+    per_node = _slurm_var(env, "SLURM_STEP_TASKS_PER_NODE", fix)
+    try:
+        hosts = scr.expand_hostlist(nodes)
+    except ValueError:
+        raise StrategyError(f"SLURM_STEP_NODELIST {nodes!r} is not a Slurm host list "
+                            "such as node[01-04]; " + fix) from None
+    try:
+        counts = scr.expand_tasks_per_node(per_node)
+    except ValueError:
+        raise StrategyError(f"SLURM_STEP_TASKS_PER_NODE {per_node!r} is not a task "
+                            "count list such as 2(x4); " + fix) from None
+    if len(counts) != len(hosts) or sum(counts) != tasks or not 0 <= int(rank) < tasks:
+        raise StrategyError(f"SLURM_STEP_TASKS_PER_NODE {per_node!r} and "
+                            f"SLURM_STEP_NODELIST {nodes!r} do not add up to "
+                            f"SLURM_STEP_NUM_TASKS {tasks} with SLURM_PROCID {rank}; "
+                            + fix)
+    most = max(counts)
+    port_base = _slurm_ports(env, most)
+    gpus = _visible_gpus(env)
+    if gpus and len(gpus) < most:
+        raise StrategyError(f"{most} tasks per node (SLURM_STEP_TASKS_PER_NODE "
+                            f"{per_node!r}) share {len(gpus)} GPU(s); run at most one "
+                            "task per GPU (--ntasks-per-node).")
+    per_task = len(gpus) // most if gpus else 1
+
+    class Resolver(scr.SlurmClusterResolver):  # reads `env`, not only os.environ
+        def _resolve_own_rank(self):
+            return int(rank)
+
+        def num_accelerators(self, task_type=None, task_id=None, config_proto=None):
+            return {"GPU": per_task} if gpus else {}
+
+    # On CPUs every task gets one "GPU" slot here only so the resolver's per-node
+    # loop lists each task; num_accelerators reports none and nothing is pinned.
+    resolver = Resolver(jobs={"worker": tasks}, port_base=port_base,
+                        gpus_per_node=len(gpus) if gpus else most, gpus_per_task=per_task,
+                        tasks_per_node=dict(zip(hosts, counts)), auto_set_gpu=False)
+    address = resolver.cluster_spec().task_address(resolver.task_type, resolver.task_id)
+    here = env.get("SLURMD_NODENAME", "").strip()
+    if here and address.rpartition(":")[0] != here:
+        raise StrategyError(f"task {rank} runs on {here} but Slurm's block order puts it "
+                            f"at {address}; submit with --distribution=block.")
+    if gpus and most > 1:
+        local = int(env.get("SLURM_LOCALID", "0"))
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(
+            gpus[local * per_task:(local + 1) * per_task])
+    return resolver
+
+
 # ---------------------------------------------------------------------- TPU
 def _probe(address, timeout=5.0):
     """Raises OSError when nothing listens at grpc://host:port (bounded time)."""
@@ -117,15 +239,10 @@ def get_strategy(name="auto", tpu=None, devices=None):
     if name == "default":
         return None
     tf_config = read_tf_config()
-    if name == "multiworker" or (name == "auto" and _cluster_size(tf_config) > 1):
-        if tf_config is None:
-            raise StrategyError("--strategy multiworker needs TF_CONFIG describing the "
-                                "cluster and this host's task; see docs/distributed.md.")
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-        log.info("Multi-worker strategy: task %s:%s, %d replicas in sync",
-                 tf_config["task"]["type"], tf_config["task"]["index"],
-                 strategy.num_replicas_in_sync)
-        return strategy
+    tasks = 0 if tf_config else slurm_tasks()
+    if name == "multiworker" or (name == "auto" and (_cluster_size(tf_config) > 1
+                                                     or tasks > 1)):
+        return _multiworker(tf_config, tasks)
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored":
         strategy = tf.distribute.MirroredStrategy(devices=devices)
@@ -134,6 +251,22 @@ def get_strategy(name="auto", tpu=None, devices=None):
     if devices and len(devices) > 1 or len(gpus) > 1:  # auto
         return tf.distribute.MirroredStrategy(devices=devices)
     return None
+
+
+def _multiworker(tf_config, tasks):
+    """MultiWorkerMirroredStrategy from TF_CONFIG, else from the Slurm step."""
+    if tf_config is None and not tasks:
+        raise StrategyError("--strategy multiworker needs TF_CONFIG describing the "
+                            "cluster and this host's task, or a start with srun inside "
+                            "a Slurm job; see docs/distributed.md.")
+    resolver = None if tf_config else slurm_resolver()
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    task = (tf_config["task"] if tf_config else
+            {"type": resolver.task_type, "index": resolver.task_id})
+    log.info("Multi-worker strategy (%s): task %s:%s, %d replicas in sync",
+             "TF_CONFIG" if tf_config else "Slurm", task["type"], task["index"],
+             strategy.num_replicas_in_sync)
+    return strategy
 
 
 def num_replicas(strategy):

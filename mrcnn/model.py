@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from mrcnn import distribute, graph, inference, utils
 from mrcnn.training.callbacks import training_callbacks
-from mrcnn.training.callbacks import AtomicCheckpoint, BudgetProgress, TimeBudget
+from mrcnn.training.callbacks import AtomicCheckpoint, BudgetProgress, StopOnSignal, TimeBudget
 from mrcnn.training.checkpoints import EarlyStopping, epoch_checkpoints
 from mrcnn.training.ema import AverageIn, AverageOut
 from mrcnn.data.pipeline import NoUsableSamples, SkipCounter, training_inputs
@@ -210,7 +210,9 @@ class MaskRCNN:
         evaluation: an EvaluationCallback (mrcnn.training.evaluation_callback) adding
         val AP to the epoch logs, TensorBoard and the training curve. patience: stop
         when keep_best has not improved for this many evaluations (mrcnn.training.checkpoints.
-        EarlyStopping); afterwards `stopped_early` is True.
+        EarlyStopping); afterwards `stopped_early` is True. SIGTERM (scancel, docker
+        stop) ends the epoch after the current step, writes its checkpoint and sets
+        `stopped_by_signal`.
         """
         assert self.mode == "training", "Create model in training mode."
         if epochs <= self.epoch:
@@ -244,7 +246,8 @@ class MaskRCNN:
             planned = (epochs - self.epoch) * self.config.STEPS_PER_EPOCH
             self.lr_schedule = BudgetedLearningRate(learning_rate, self.config, planned, budget)
             callbacks.insert(0, self.lr_schedule)  # before LossCurve logs the rate
-        callbacks += list(custom_callbacks or [])
+        stop_on_signal = StopOnSignal(self.strategy)  # SIGTERM: checkpoint, then stop
+        callbacks += [stop_on_signal] + list(custom_callbacks or [])
         if getattr(self.config, "EMA_DECAY", 0):  # the average is saved and evaluated
             average_in = AverageIn()
             callbacks = [average_in] + callbacks + [AverageOut(average_in)]
@@ -265,6 +268,7 @@ class MaskRCNN:
             log.warning("%d training sample(s) were skipped (first: %s).",
                         self.skips.count, self.skips.reasons[:1])
         self.time_budget_exhausted = bool(budget and budget.exhausted)
+        self.stopped_by_signal = stop_on_signal.received
         self.stopped_early = any(c.stopped for c in callbacks if isinstance(c, EarlyStopping))
         return history
 

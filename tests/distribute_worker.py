@@ -2,6 +2,9 @@
 
     python tests/distribute_worker.py mirrored OUT_DIR     # 2 logical CPUs
     python tests/distribute_worker.py multiworker OUT_DIR  # TF_CONFIG set by the caller
+    srun -n 2 python tests/distribute_worker.py slurm OUT_DIR  # a task of a Slurm step
+    python tests/distribute_worker.py reference OUT_DIR    # one process, beside `slurm`
+    srun -n 2 python tests/distribute_worker.py long OUT_DIR  # trains until SIGTERM
 
 Each mode prints one JSON line starting with "RESULT " that the tests read.
 """
@@ -69,8 +72,9 @@ def emit(result):
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def _fit_steps(mrcnn_model, batches, config):
-    """Compiles as MaskRCNN.train does and fits the given global batches in order."""
+def _fit_steps(mrcnn_model, batches, config, dataset=None):
+    """Compiles as MaskRCNN.train does and fits the given global batches in order
+    (or `dataset`, already distributed, of as many steps)."""
     import keras
 
     from mrcnn.training import make_optimizer, set_trainable
@@ -84,7 +88,7 @@ def _fit_steps(mrcnn_model, batches, config):
     set_trainable(km, ".*")
     with mrcnn_model._scope():
         km.compile(optimizer=make_optimizer(config, config.LEARNING_RATE), jit_compile=False)
-    ds = tf.data.Dataset.from_tensor_slices(batches).batch(config.BATCH_SIZE)
+    ds = dataset or tf.data.Dataset.from_tensor_slices(batches).batch(config.BATCH_SIZE)
     km.fit(ds, epochs=1, steps_per_epoch=len(batches["input_image"]) // config.BATCH_SIZE,
            callbacks=[Record()], verbose=0)
     return steps
@@ -192,5 +196,118 @@ def multiworker(out_dir):
           "seconds": time.time() - t0})
 
 
+def global_batches(out_dir):
+    """Two global batches [A, B, A, B], [C, D, C, D] of four fixed shapes images: each of
+    two replicas of 2 images sees [A, B] (then [C, D]), as one process of 4 images does,
+    so count-normalised losses agree (see mirrored())."""
+    from mrcnn.data.pipeline import make_input_dataset
+    from mrcnn.data.tfrecords import read_tfrecords, write_tfrecords
+    files = write_tfrecords(shapes(4, seed=3), DistConfig(), os.path.join(out_dir, "rec"), 1)
+    pairs = next(iter(make_input_dataset(read_tfrecords(files, DistConfig()), DistConfig(),
+                                         4)))
+    order = [0, 1, 0, 1, 2, 3, 2, 3]
+    return {k: v.numpy()[order] for k, v in pairs.items()}                # [8, ...]
+
+
+def _load_npz(path):
+    with np.load(path) as f:
+        return [f[f"arr_{i}"] for i in range(len(f.files))]
+
+
+def _wait_for(path, seconds=600):
+    deadline = time.time() + seconds
+    while not os.path.exists(path):
+        if time.time() > deadline:
+            raise TimeoutError(f"{path} did not appear within {seconds} s")
+        time.sleep(0.2)
+
+
+def worker_slices(strategy, batches, config):
+    """Worker i's replica reads images [2i, 2i + 1] of every global batch of 4: the
+    split is set here, not left to tf.data's auto-sharding."""
+    def per_worker(context):
+        size = context.get_per_replica_batch_size(config.BATCH_SIZE)        # 2
+        index = np.concatenate([np.arange(start, start + size) + context.input_pipeline_id
+                                * size for start in range(0, len(batches["input_image"]),
+                                                          config.BATCH_SIZE)])
+        mine = {k: v[index] for k, v in batches.items()}                  # [4, ...]
+        return tf.data.Dataset.from_tensor_slices(mine).batch(size)
+    return strategy.distribute_datasets_from_function(per_worker)
+
+
+def slurm(out_dir):
+    """One task of a 2-task Slurm step: --strategy auto must build the multi-worker
+    strategy from Slurm's environment; 2 steps of global batch 4 (2 per worker) from
+    the reference process's initial weights and batches (init.npz, batches.npz); every
+    worker saves its final weights as final_<worker>.npz."""
+    from mrcnn.distribute import get_strategy, is_chief, worker_index
+    strategy = get_strategy("auto")                 # first: before other TF work
+    from mrcnn.model import MaskRCNN
+    index, count = worker_index(strategy)
+    config = DistConfig()                           # 2 images per replica
+    model = MaskRCNN("training", config, os.path.join(out_dir, "logs"), strategy=strategy)
+    _wait_for(os.path.join(out_dir, "init.npz"))   # written after batches.npz
+    model.keras_model.set_weights(_load_npz(os.path.join(out_dir, "init.npz")))
+    with np.load(os.path.join(out_dir, "batches.npz")) as f:  # RPN targets are sampled
+        batches = {k: f[k] for k in f.files}                  # randomly: use the same
+    logs = _fit_steps(model, batches, config, worker_slices(strategy, batches, config))
+    part = os.path.join(out_dir, f"final_{index}.part.npz")
+    np.savez(part, *model.keras_model.get_weights())
+    os.replace(part, os.path.join(out_dir, f"final_{index}.npz"))
+    emit({"strategy": type(strategy).__name__, "worker": [index, count],
+          "chief": is_chief(strategy), "replicas": strategy.num_replicas_in_sync,
+          "batch_size": config.BATCH_SIZE, "logs": logs,
+          "task": [strategy.cluster_resolver.task_type, strategy.cluster_resolver.task_id],
+          "cluster": strategy.cluster_resolver.cluster_spec().as_dict()})
+
+
+def reference(out_dir):
+    """One process, no strategy: writes batches.npz and init.npz (the Slurm job's
+    inputs and starting weights), trains the same two global batches, then compares
+    its final weights with every worker's final_<worker>.npz once they exist."""
+    import tempfile
+
+    from mrcnn.model import MaskRCNN
+    tf.keras.utils.set_random_seed(7)
+    batches = global_batches(tempfile.mkdtemp(prefix="slurm_reference_"))
+    config = DistConfig()
+    config.IMAGES_PER_GPU = 4
+    config.__init__()                               # BATCH_SIZE 4
+    model = MaskRCNN("training", config, os.path.join(out_dir, "reference"))
+    init = model.keras_model.get_weights()
+    np.savez(os.path.join(out_dir, "batches.part.npz"), **batches)
+    os.replace(os.path.join(out_dir, "batches.part.npz"),
+               os.path.join(out_dir, "batches.npz"))
+    np.savez(os.path.join(out_dir, "init.part.npz"), *init)
+    os.replace(os.path.join(out_dir, "init.part.npz"), os.path.join(out_dir, "init.npz"))
+    logs = _fit_steps(model, batches, config)
+    mine = model.keras_model.get_weights()
+    diffs = []
+    for index in range(2):
+        path = os.path.join(out_dir, f"final_{index}.npz")
+        _wait_for(path)                             # renamed into place when complete
+        diffs.append(max(float(np.abs(a - b).max()) for a, b in zip(mine, _load_npz(path))))
+    emit({"logs": logs, "weights_diff": diffs,
+          "weights_moved": max(float(np.abs(a - b).max()) for a, b in zip(mine, init))})
+
+
+def long(out_dir):
+    """Trains with model.train for up to 100 epochs of 2 steps under --strategy auto
+    (a Slurm step of 2 tasks: multi-worker), until stopped by SIGTERM."""
+    from mrcnn.distribute import get_strategy, worker_index
+    strategy = get_strategy("auto")                 # first: before other TF work
+    from mrcnn.model import MaskRCNN
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    tf.keras.utils.set_random_seed(3)
+    config = DistConfig()
+    config.IMAGES_PER_GPU = 1
+    model = MaskRCNN("training", config, os.path.join(out_dir, "logs"), strategy=strategy)
+    model.train(shapes(4, seed=5), None, config.LEARNING_RATE, epochs=100, layers="heads",
+                verbose=2)
+    emit({"worker": list(worker_index(strategy)), "epoch": model.epoch,
+          "stopped_by_signal": model.stopped_by_signal})
+
+
 if __name__ == "__main__":
-    {"mirrored": mirrored, "multiworker": multiworker}[sys.argv[1]](sys.argv[2])
+    {"mirrored": mirrored, "multiworker": multiworker, "slurm": slurm,
+     "reference": reference, "long": long}[sys.argv[1]](sys.argv[2])

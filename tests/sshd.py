@@ -38,8 +38,9 @@ def _sftp_server():
 
 
 class SshServer:
-    def __init__(self, directory):
+    def __init__(self, directory, extra_config=()):
         self.dir = Path(directory)
+        self.extra_config = list(extra_config)  # more sshd_config lines, e.g. SetEnv
         self.port = free_port()
         self.process = None
 
@@ -62,7 +63,7 @@ class SshServer:
             "PasswordAuthentication no", "KbdInteractiveAuthentication no",
             "AllowTcpForwarding yes", "X11Forwarding no", "PrintMotd no",
             "MaxStartups 100", "MaxSessions 100", "LogLevel ERROR",
-            f"Subsystem sftp {_sftp_server()}", ""]))
+            f"Subsystem sftp {_sftp_server()}", *self.extra_config, ""]))
         self.log = open(self.dir / "sshd.log", "wb")
         self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)],
                                         stdout=self.log, stderr=subprocess.STDOUT)

@@ -153,6 +153,54 @@ def test_strategy_names_and_tf_config_errors(monkeypatch):
         get_strategy("auto")
 
 
+SLURM_STEP = {"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "3",
+              "SLURM_STEP_NODELIST": "dgx[01-02]", "SLURM_STEP_TASKS_PER_NODE": "2(x2)",
+              "SLURM_STEP_RESV_PORTS": "12000-12001", "SLURMD_NODENAME": "dgx02",
+              "SLURM_LOCALID": "1"}
+
+
+def test_slurm_step_environment_gives_the_cluster_and_clear_errors(monkeypatch):
+    from mrcnn.distribute import slurm_resolver
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")    # restored after the test
+    resolver = slurm_resolver(SLURM_STEP)
+    assert resolver.cluster_spec().as_dict() == {"worker": [
+        "dgx01:12000", "dgx01:12001", "dgx02:12000", "dgx02:12001"]}
+    assert (resolver.task_type, resolver.task_id) == ("worker", 3)
+    assert resolver.num_accelerators() == {}                     # CPU: no GPU pinned
+    # 8 GPUs per node, 2 tasks per node: this task (local id 1) gets GPUs 4-7
+    resolver = slurm_resolver(dict(SLURM_STEP, CUDA_VISIBLE_DEVICES="0,1,2,3,4,5,6,7"))
+    assert resolver.num_accelerators() == {"GPU": 4}
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "4,5,6,7"
+    bad = [({"SLURM_STEP_NODELIST": None}, "SLURM_STEP_NODELIST is not set"),
+           ({"SLURM_STEP_RESV_PORTS": "12000"}, "SLURM_STEP_RESV_PORTS '12000' holds 1"),
+           ({"SLURM_STEP_TASKS_PER_NODE": "3"}, "do not add up to SLURM_STEP_NUM_TASKS"),
+           ({"SLURMD_NODENAME": "dgx01"}, "--distribution=block"),
+           ({"SLURM_STEP_NUM_TASKS": "four"}, "SLURM_STEP_NUM_TASKS is 'four'"),
+           ({"CUDA_VISIBLE_DEVICES": "0"}, "share 1 GPU")]
+    for change, message in bad:
+        env = {k: v for k, v in dict(SLURM_STEP, **change).items() if v is not None}
+        with pytest.raises(StrategyError, match=message) as e:
+            slurm_resolver(env)
+        assert "\n" not in str(e.value)
+
+
+def test_one_slurm_task_is_single_host_and_tf_config_wins(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    for name, value in SLURM_STEP.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
+    assert get_strategy("auto") is None
+    # TF_CONFIG (one task) wins over a broken Slurm step of 4 tasks: no Slurm error
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
+    monkeypatch.delenv("SLURM_STEP_NODELIST")
+    monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}))
+    assert get_strategy("auto") is None
+    monkeypatch.delenv("TF_CONFIG")
+    with pytest.raises(StrategyError, match="SLURM_STEP_NODELIST is not set"):
+        get_strategy("auto")
+
+
 def test_configure_for_strategy_sets_gpu_count_and_batch():
     config = W.DistConfig()
     config.GPU_COUNT = 8

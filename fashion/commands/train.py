@@ -380,6 +380,10 @@ def _train_stages(args, model, stages, sources, augmentation, chief=True, keep=N
             break
         if getattr(model, "stopped_early", False):
             break
+        if getattr(model, "stopped_by_signal", False):
+            log.warning("Stopped by a signal at epoch %d; its checkpoint is written, "
+                        "resume with --weights last.", model.epoch)
+            break
     checkpoint = model.checkpoint_path.format(epoch=model.epoch)
     rate = meter.images_per_second()
     print(f"Trained to epoch {model.epoch} in {(time.time() - t0) / 60:.1f} min; "

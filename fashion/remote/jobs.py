@@ -6,6 +6,8 @@ A run ``RUN_ID`` started in ``DEST`` keeps its files in ``DEST/logs/``:
 ``RUN_ID.exit`` (the exit code, written at the end) and, for docker runs,
 ``RUN_ID.container``. The wrapper runs under ``setsid nohup`` so it survives the SSH
 session; ``stop`` sends TERM to the whole process group, then KILL after a grace period.
+Slurm runs (fashion.remote.slurm) have ``RUN_ID.jobid`` instead of a pid: their state
+comes from squeue/sacct and ``stop`` goes through scancel.
 """
 import datetime
 import json
@@ -15,6 +17,7 @@ import secrets
 import sys
 import time
 
+from fashion.remote import slurm
 from fashion.remote.connection import execute, remote_path, sh
 from fashion.remote.settings import RemoteError
 from fashion.remote.transfer import makedirs, remote_commit, remote_commit_shell
@@ -129,7 +132,9 @@ def run_states(client, dest, run_id=None):
         f"cd {sh(dest + '/logs')} 2>/dev/null || exit 0\n"
         f"for j in {pattern}; do\n"
         '  [ -f "$j" ] || continue; r=${j%.json}\n'
-        '  if [ -f "$r.exit" ]; then echo "$r exited $(cat "$r.pid" 2>/dev/null) '
+        '  if [ -f "$r.jobid" ]; then echo "$r slurm $(cat "$r.jobid") '
+        '$(cat "$r.exit" 2>/dev/null)"\n'
+        '  elif [ -f "$r.exit" ]; then echo "$r exited $(cat "$r.pid" 2>/dev/null) '
         '$(cat "$r.exit")"\n'
         '  elif [ -f "$r.pid" ]; then p=$(cat "$r.pid")\n'
         '    if alive "$p"; then echo "$r running $p"; else echo "$r lost $p"; fi\n'
@@ -144,12 +149,43 @@ def run_states(client, dest, run_id=None):
         state = {"run_id": fields[0], "state": fields[1],
                  "pid": int(fields[2]) if len(fields) > 2 else None,
                  "exit_code": int(fields[3]) if len(fields) > 3 else None}
-        state["note"] = _note(client, dest, state)
+        state["note"] = _note(client, dest, state) if state["state"] != "slurm" else ""
         states.append(state)
+    _slurm_states(client, dest, states)
     if run_id and not states:
         raise RemoteError(f"run {run_id} is unknown in {dest}/logs on the host; check the "
                           f"id with 'status' and the --dest directory.")
     return states
+
+
+def _slurm_states(client, dest, states):
+    """Fills Slurm runs (state "slurm", pid = job id) from squeue/sacct: state
+    pending/running/exited, ``slurm`` (the job's description) and a note when it died."""
+    runs = [s for s in states if s["state"] == "slurm"]
+    if not runs:
+        return
+    infos = slurm.job_states(client, [s["pid"] for s in runs])
+    sftp = client.open_sftp()
+    for state in runs:
+        job = state["job_id"] = state.pop("pid")
+        info = infos.get(str(job), {"state": "UNKNOWN", "reason": "", "nodes": "",
+                                    "nodelist": "", "elapsed": "", "exit_code": None})
+        if state["exit_code"] is None:
+            state["exit_code"] = info["exit_code"] if not slurm.is_active(info) else None
+        state["state"] = ("pending" if info["state"] == "PENDING" else "running"
+                          if slurm.is_active(info) else "exited")
+        state["slurm"] = slurm.describe(job, info)
+        stopped = _read(sftp, f"{dest}/logs/{state['run_id']}.stopped")
+        state["note"] = (f"stopped by scancel ({stopped.strip()})" if stopped
+                         else slurm.died(info, state["exit_code"]))
+
+
+def _read(sftp, path):
+    try:
+        with sftp.open(path) as handle:
+            return handle.read().decode(errors="replace")
+    except FileNotFoundError:
+        return None
 
 
 def _note(client, dest, state):
@@ -166,6 +202,11 @@ def _note(client, dest, state):
 
 
 def format_state(state):
+    if "slurm" in state:
+        text = f"{state['run_id']}  {state['state']}: {state['slurm']}"
+        if state["exit_code"] is not None:
+            text += f" with exit code {state['exit_code']}"
+        return text + (f"  [{state['note']}]" if state["note"] else "")
     text = f"{state['run_id']}  {state['state']}"
     if state["state"] == "running":
         text += f" (pid {state['pid']})"
@@ -178,6 +219,9 @@ def stop_run(client, dest, run_id, grace=10.0):
     """TERM the run's process group (and docker container), KILL after ``grace`` s."""
     dest = remote_path(dest)
     base = f"{dest}/logs/{check_run_id(run_id)}"
+    job_id = _read(client.open_sftp(), base + ".jobid")
+    if job_id:
+        return slurm.stop_job(client, dest, run_id, job_id.strip(), grace)
     commit_exit = remote_commit_shell('"$b.exit.part"', '"$b.exit"')
     script = ALIVE_FN + f"""b={sh(base)}; grace={int(grace * 10)}
 [ -f "$b.pid" ] || {{ echo unknown; exit 0; }}
@@ -232,13 +276,12 @@ def show_log(client, dest, run_id, lines=200, follow=False, poll=0.5, out=None):
     except FileNotFoundError:
         data, pos = b"", 0
     out(data)
-    idle = 0
+    idle, ended = 0, False
     while follow:
-        finished = _exists(sftp, base + ".exit")
-        if not finished and idle >= 6:  # a run killed without an exit file: stop waiting
+        finished = ended or _exists(sftp, base + ".exit")
+        if not finished and idle >= 6:  # killed without an exit file: read once more
             idle = 0
-            if run_states(client, dest, run_id)[0]["state"] == "lost":
-                break
+            ended = run_states(client, dest, run_id)[0]["state"] in ("lost", "exited")
         try:
             with sftp.open(base + ".log", "rb") as handle:
                 handle.seek(pos)

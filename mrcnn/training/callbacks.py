@@ -283,6 +283,64 @@ def plot_loss_curve(csv_path, png_path, epochs_csv=None):
     return plot_training_curve(csv_path, png_path, epochs_csv)
 
 
+class StopOnSignal(keras.callbacks.Callback):
+    """Ends training cleanly on SIGTERM (scancel, docker stop, a job's time limit).
+
+    The signal only sets a flag; after the current step training stops, the epoch ends
+    and the checkpoint callbacks write the weights as at any epoch end. Under a
+    multi-worker strategy the workers agree on the flag after every step (a traced SUM
+    all-reduce), so all stop after the same step even when the signal reaches them a
+    step apart. The previous handler is restored when training ends. `received` tells
+    afterwards whether a signal stopped training.
+    """
+
+    def __init__(self, strategy=None, signals=None):
+        super().__init__()
+        import signal
+        self.strategy = strategy
+        self.signals = tuple(signals or (signal.SIGTERM,))
+        self.received = False
+        self._pending = False
+        self._previous = {}
+        self._sum = None
+
+    def _handle(self, signum, frame):
+        self._pending = True
+
+    def on_train_begin(self, logs=None):
+        import signal
+        self._pending = self.received = False
+        try:
+            self._previous = {s: signal.signal(s, self._handle) for s in self.signals}
+        except ValueError:  # not the main thread: leave the process's handlers alone
+            self._previous = {}
+
+    def _agreed(self):
+        from mrcnn.keras_compat import in_multi_worker_mode
+        if self.strategy is None or not in_multi_worker_mode(self.strategy):
+            return self._pending
+        import tensorflow as tf
+        if self._sum is None:  # one traced all-reduce, not an eager one per step
+            strategy = self.strategy
+            self._sum = tf.function(lambda flag: strategy.reduce(
+                "SUM", strategy.run(lambda: tf.identity(flag)), axis=None))
+        return float(self._sum(tf.constant(1.0 if self._pending else 0.0))) > 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._agreed():
+            if not self.received:
+                log.warning("Stopping on a signal after this step; the checkpoint of "
+                            "this epoch is written now.")
+            self.received = True
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        import signal
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
+
+
 EPOCHS_CSV = "epochs.csv"
 
 
