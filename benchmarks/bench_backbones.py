@@ -11,11 +11,8 @@ training wall time.
 """
 import argparse
 import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import common  # noqa: F401  (puts the repo root on sys.path)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 BACKBONES = ["resnet50", "resnet101", "efficientnet-b0", "efficientnet-b3"]
