@@ -5,7 +5,7 @@ EfficientNet-B0-BiFPN and EfficientNet-B3-BiFPN (random weights, 2 threads).
     python benchmarks/bench_backbones.py --size 512 --reps 3
     python benchmarks/bench_backbones.py --shapes-minutes 10   # + shapes mAP@0.5, same wall time
 
-Targets (issue 3): B0-BiFPN at least 3x faster at inference than ResNet101-FPN with under
+Targets: B0-BiFPN at least 3x faster at inference than ResNet101-FPN with under
 a quarter of its parameters; shapes mAP@0.5 within 0.05 of ResNet50-FPN for the same
 training wall time.
 """

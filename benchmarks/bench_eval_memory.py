@@ -4,7 +4,7 @@
 
 Each evaluation runs in its own process on a demo set large enough for the larger count
 (masks are kept as COCO RLE per image, so memory should stay flat as images grow).
-Target (issue 5): peak memory for 1,000 images within 10% of that for 100.
+Target: peak memory for 1,000 images within 10% of that for 100.
 """
 import argparse
 import json

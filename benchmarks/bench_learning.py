@@ -5,7 +5,7 @@ step time with and without the real input pipeline.
     python benchmarks/bench_learning.py --minutes 10
     python benchmarks/bench_learning.py --minutes 10 --torch-python /path/tv-venv/bin/python
 
-Targets (issue 9): segm AP50 >= 0.5 within 15 minutes; training images/s at 256 px at
+Targets: segm AP50 >= 0.5 within 15 minutes; training images/s at 256 px at
 least 3x torchvision's Mask R-CNN (ResNet50-FPN) measured in the same run.
 """
 import argparse

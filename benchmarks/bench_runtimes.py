@@ -216,7 +216,7 @@ def report(sizes, results, tv, ap_rows, ap_model):
 
 
 def targets(sizes, results, tv, ap_rows, ap32):
-    """The issue's targets, checked on these figures."""
+    """The targets this benchmark was written for, checked on these figures."""
     for size in sizes:
         row = results.get(("resnet50", size), {})
         ok = {f: v[0] for f, v in row.items() if isinstance(v, tuple) and f in ap_rows
