@@ -22,11 +22,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sshd import free_port, keygen, server  # noqa: E402,F401 (server is a fixture)
+from sshd import keygen, server  # noqa: E402,F401 (server is a fixture)
 
 from fashion import DGX_ssh_comm  # noqa: E402
 from fashion.remote import jobs  # noqa: E402
 from fashion.remote.settings import load_settings  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = "fashion/DGX_ssh_comm.py"
