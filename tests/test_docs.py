@@ -9,9 +9,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md"] + sorted((REPO / "docs").glob("*.md"))
+OTHER_PAGES = [REPO / "weights" / "README.md", REPO / "docker" / "README.md"]
 README_MAX_LINES = 200
-# What a reader meets: the pages, the library, the application, the benchmarks.
-SOURCES = ["README.md", "docs", "benchmarks", "mrcnn", "fashion"]
+# What a reader meets: the pages, the library, the application, the benchmarks, the
+# samples and notebooks, the weights' and the image's pages.
+SOURCES = ["README.md", "docs", "benchmarks", "mrcnn", "fashion", "samples", "weights",
+           "docker", "setup.py"]
 
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.M | re.S)
 INLINE_CODE = re.compile(r"`[^`\n]*`")
@@ -88,11 +91,11 @@ def source_files():
         path = REPO / name
         files = [path] if path.is_file() else sorted(path.rglob("*"))
         for f in files:
-            if f.suffix in (".py", ".md") and "__pycache__" not in f.parts:
+            if f.suffix in (".py", ".md", ".ipynb") and "__pycache__" not in f.parts:
                 yield f
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize("page", PAGES + OTHER_PAGES, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_relative_link_resolves(page):
     assert not broken_links(page), broken_links(page)
 
