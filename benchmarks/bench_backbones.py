@@ -5,17 +5,14 @@ EfficientNet-B0-BiFPN and EfficientNet-B3-BiFPN (random weights, 2 threads).
     python benchmarks/bench_backbones.py --size 512 --reps 3
     python benchmarks/bench_backbones.py --shapes-minutes 10   # + shapes mAP@0.5, same wall time
 
-Targets (issue 3): B0-BiFPN at least 3x faster at inference than ResNet101-FPN with under
+Targets: B0-BiFPN at least 3x faster at inference than ResNet101-FPN with under
 a quarter of its parameters; shapes mAP@0.5 within 0.05 of ResNet50-FPN for the same
 training wall time.
 """
 import argparse
 import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import common  # noqa: F401  (puts the repo root on sys.path)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 BACKBONES = ["resnet50", "resnet101", "efficientnet-b0", "efficientnet-b3"]

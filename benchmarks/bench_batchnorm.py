@@ -7,12 +7,8 @@ Keras 3's BatchNormalization upcasts a bfloat16 input to float32 and normalises 
 passes; mrcnn's BatchNorm runs TensorFlow's fused op when its statistics are frozen.
 """
 import os
-import statistics
-import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from common import timed  # the repo root on sys.path too
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
@@ -42,13 +38,7 @@ def block(norm):
 
 def median_ms(model, x, reps=20):
     fn = tf.function(lambda t: model(t, training=False))
-    fn(x)
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn(x).numpy()
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
+    return 1000 * timed(lambda: fn(x).numpy(), reps).median
 
 
 def main():

@@ -17,13 +17,9 @@ weights need 512). The headline is the run without --set: what a user gets.
 import argparse
 import os
 import resource
-import statistics
 import subprocess
-import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from common import ROOT, SHARED_BENCH, cpu_line, timed  # the repo root on sys.path too
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
@@ -64,13 +60,8 @@ def time_inference(size, backbone, reps, precision="float32"):
     config = make_config(size, backbone, precision=precision)
     model = MaskRCNN("inference", config, "/tmp/bench_logs")
     image = np.random.RandomState(0).randint(0, 255, (size, size, 3)).astype(np.uint8)
-    model.detect([image])
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        model.detect([image])
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), model.keras_model.count_params()
+    seconds = timed(lambda: model.detect([image]), reps).median
+    return seconds, model.keras_model.count_params()
 
 
 def time_train_step(size, backbone, reps, precision="float32", jit_compile=False):
@@ -101,14 +92,8 @@ def time_train_step(size, backbone, reps, precision="float32", jit_compile=False
     model = MaskRCNN("training", config, "/tmp/bench_logs").keras_model  # policy applied
     model.compile(optimizer=make_optimizer(config, 1e-3), jit_compile=jit_compile)
     batch = next(iter(training_inputs(ds, config, 1, repeat=False)))
-    model.train_on_batch(batch)
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        model.train_on_batch(batch)
-        times.append(time.perf_counter() - t)
     del tf
-    return statistics.median(times)
+    return timed(lambda: model.train_on_batch(batch), reps).median
 
 
 def run_peer(python, script, size, threads, reps, local=False, no_train=False):
@@ -117,7 +102,7 @@ def run_peer(python, script, size, threads, reps, local=False, no_train=False):
     if not python or not os.path.exists(python):
         return {}
     path = (os.path.join(ROOT, "benchmarks", script) if local else
-            os.path.join(ROOT, "..", "shared", "bench", script))
+            os.path.join(SHARED_BENCH, script))
     args = [python, path, "--size", str(size), "--reps", str(reps)]
     if no_train:
         args.append("--no-train")
@@ -135,18 +120,9 @@ def run_peer(python, script, size, threads, reps, local=False, no_train=False):
 
 
 def cpu_summary():
-    """lscpu's model name and the bf16 flags of this CPU."""
-    from mrcnn.training.precision import CPU_BF16_FLAGS, describe_precision, host_cpu_flags
-    name = "unknown"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        name = next((l.split(":", 1)[1].strip() for l in out.splitlines()
-                     if l.startswith("Model name")), name)
-    except OSError:
-        pass
-    flags = host_cpu_flags()
-    marks = ", ".join(f"{f}={'yes' if f in flags else 'no'}" for f in CPU_BF16_FLAGS)
-    return f"CPU: {name}; {marks}; auto -> {describe_precision('auto')}"
+    """The CPU line with its bf16 flags, and what "auto" precision picks on this CPU."""
+    from mrcnn.training.precision import CPU_BF16_FLAGS, describe_precision
+    return f"{cpu_line(CPU_BF16_FLAGS)}; auto -> {describe_precision('auto')}"
 
 
 def measure(size, a):

@@ -11,11 +11,10 @@ Usage:
 """
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import timed  # the repo root on sys.path too
 
 from fashion.data.fashion_dataset import FashionDataset  # noqa: E402
 from fashion.data.demo_data import generate_demo  # noqa: E402
@@ -32,11 +31,9 @@ class BenchConfig(Config):
     IMAGE_MAX_DIM = 512
 
 
-def timed(fn, count):
-    start = time.perf_counter()
-    fn()
-    seconds = time.perf_counter() - start
-    return count / seconds, seconds
+def rate(fn, count):
+    """Items per second of one call of fn() that handles `count` items."""
+    return count / timed(fn, 1, warmup=0).median
 
 
 def main(argv=None):
@@ -59,15 +56,15 @@ def main(argv=None):
     dataset.prepare()
     n = dataset.num_images
 
-    raw_rate, _ = timed(lambda: [build_record(dataset, config, i) for i in dataset.image_ids],
-                        n)
+    raw_rate = rate(lambda: [build_record(dataset, config, i) for i in dataset.image_ids],
+                    n)
 
     start = time.perf_counter()
     h5_path = build_h5_cache(dataset, config, str(work / "demo.h5"),
                              num_workers=args.workers, overwrite=True)
     h5_build = time.perf_counter() - start
     source = H5RecordSource(h5_path, config)
-    h5_rate, _ = timed(lambda: [source.get(i) for i in range(len(source))], len(source))
+    h5_rate = rate(lambda: [source.get(i) for i in range(len(source))], len(source))
 
     import tensorflow as tf  # after the forked H5 build
     from mrcnn.data.tfrecords import read_tfrecords, write_tfrecords
@@ -77,7 +74,7 @@ def main(argv=None):
     ds = read_tfrecords(paths, config).prefetch(tf.data.AUTOTUNE)
     for _ in ds.take(2):  # trace the graph and warm up
         pass
-    tf_rate, _ = timed(lambda: [None for _ in ds], len(source))
+    tf_rate = rate(lambda: [None for _ in ds], len(source))
 
     size_mb = Path(h5_path).stat().st_size / 2 ** 20
     tf_mb = sum(Path(p).stat().st_size for p in paths) / 2 ** 20

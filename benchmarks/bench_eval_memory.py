@@ -4,7 +4,7 @@
 
 Each evaluation runs in its own process on a demo set large enough for the larger count
 (masks are kept as COCO RLE per image, so memory should stay flat as images grow).
-Target (issue 5): peak memory for 1,000 images within 10% of that for 100.
+Target: peak memory for 1,000 images within 10% of that for 100.
 """
 import argparse
 import json
@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from common import ROOT  # the repo root on sys.path too
 
 CHILD = """
 import resource, sys, time
@@ -48,7 +48,6 @@ def main():
     p.add_argument("--out", default="/tmp/bench_eval_out")
     a = p.parse_args()
     demo_images = int(a.counts[1] / 0.9) + 20
-    sys.path.insert(0, ROOT)
     from fashion.data.demo_data import generate_demo
     size = json.load(open(os.path.join(os.path.dirname(a.weights), "fashion_run.json")))
     size = int(size.get("config", size).get("IMAGE_MAX_DIM", 128))

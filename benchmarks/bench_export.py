@@ -7,23 +7,11 @@ statistics (tests/export_model.py) so that detections exist; one image per call.
 """
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from common import cpu_line  # the repo root on sys.path too
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def cpu_name():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(l.split(":", 1)[1].strip() for l in out.splitlines()
-                    if l.startswith("Model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
 
 
 def images_per_second(fn, images, warmup=2):
@@ -61,7 +49,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="bench_export.")
     model = build_export_model(tmp, config=BenchConfig())
     images = smooth_images(0, [(480, 640), (640, 480)] * (args.images // 2))
-    print(f"CPU: {cpu_name()} ({os.cpu_count()} threads); ResNet50-FPN at {args.size} px, "
+    print(f"{cpu_line()}; ResNet50-FPN at {args.size} px, "
           f"{len(images)} images of 640x480, batch 1")
     rates = {"detect()": images_per_second(lambda im: model.detect([im]), images)}
     path = model.export(os.path.join(tmp, "saved_model"), "saved_model")

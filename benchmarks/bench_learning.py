@@ -5,17 +5,15 @@ step time with and without the real input pipeline.
     python benchmarks/bench_learning.py --minutes 10
     python benchmarks/bench_learning.py --minutes 10 --torch-python /path/tv-venv/bin/python
 
-Targets (issue 9): segm AP50 >= 0.5 within 15 minutes; training images/s at 256 px at
+Targets: segm AP50 >= 0.5 within 15 minutes; training images/s at 256 px at
 least 3x torchvision's Mask R-CNN (ResNet50-FPN) measured in the same run.
 """
 import argparse
 import os
 import subprocess
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from common import DEMO_DIR, SHARED_BENCH  # the repo root on sys.path too
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -48,7 +46,7 @@ def input_vs_model(config, dataset, steps=10):
 
 def torchvision_images_per_second(python, size):
     """Training images/s of torchvision's Mask R-CNN (batch 1) from the peer script."""
-    script = os.path.join(ROOT, "..", "shared", "bench", "torchvision_maskrcnn.py")
+    script = os.path.join(SHARED_BENCH, "torchvision_maskrcnn.py")
     if not python or not os.path.exists(python):
         return None
     out = subprocess.run([python, script, "--size", str(size), "--threads", "2",
@@ -119,7 +117,7 @@ def main():
     # Speed at the comparison size: the same compact model, real pipeline vs cached.
     from fashion.config import make_config
     from fashion.data.fashion_dataset import FashionDataset
-    demo_dir = os.path.join(ROOT, "data", "demo")
+    demo_dir = DEMO_DIR
     ds = FashionDataset()
     ds.load_imat2019(demo_dir, subset="train", limit=64)
     ds.prepare()

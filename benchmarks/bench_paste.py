@@ -8,13 +8,9 @@ boxes have sides drawn uniformly in [min-side, max-side] inside an image x image
 The median of `reps` runs' CPU time is printed.
 """
 import argparse
-import os
-import statistics
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from common import timed  # the repo root on sys.path too
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -38,13 +34,11 @@ def make_case(rng, n, image, min_side, max_side):
 def time_paste(paste, masks, boxes, planes, reps):
     """Median CPU milliseconds (process time: other engineers' load on a shared machine
     makes wall time swing 3x) to paste all masks, scaled to 100 masks."""
-    times = []
-    for _ in range(reps):
-        start = time.process_time()
+    def paste_all():
         for i in range(len(masks)):
             paste(masks[i], boxes[i], planes[i])
-        times.append((time.process_time() - start) * 1000 * 100 / len(masks))
-    return statistics.median(times)
+    median = timed(paste_all, reps, warmup=0, clock=time.process_time).median
+    return median * 1000 * 100 / len(masks)
 
 
 def cv2_only(mask, box, plane):

@@ -14,10 +14,8 @@ far masks move when the input moves about as much as bfloat16's rounding moves i
 """
 import argparse
 import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import common  # noqa: F401  (puts the repo root on sys.path)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402

@@ -24,15 +24,9 @@ import argparse
 import json
 import os
 import shutil
-import statistics
-import subprocess
-import sys
 import tempfile
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from common import cpu_line, timed  # the repo root on sys.path too
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
@@ -40,20 +34,6 @@ import numpy as np  # noqa: E402
 FORMATS = ("tf", "tf-bf16", "saved_model", "onnx", "openvino", "openvino-bf16",
            "onnx-int8", "openvino-int8")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-
-
-def cpu_line():
-    """lscpu's model name and the flags that decide these runtimes' kernels."""
-    from mrcnn.training.precision import host_cpu_flags
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        name = next((l.split(":", 1)[1].strip() for l in out.splitlines()
-                     if l.startswith("Model name")), "unknown")
-    except OSError:
-        name = "unknown"
-    flags = host_cpu_flags()
-    marks = " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in CPU_FLAGS)
-    return f"CPU: {name}, {os.cpu_count()} threads; {marks}"
 
 
 def prepare(model, tmp, formats, calibration):
@@ -138,14 +118,10 @@ def no_background(model, margin=30.0):
     model._infer_fn = None
 
 
-def timed(detect, image, reps):
-    detect(image)
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        result = detect(image)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), len(result["class_ids"])
+def time_detect(detect, image, reps):
+    """(median seconds, detections) of detect(image)."""
+    timing = timed(lambda: detect(image), reps)
+    return timing.median, len(timing.result["class_ids"])
 
 
 def speed(backbone, size, formats, reps):
@@ -190,7 +166,7 @@ def speed(backbone, size, formats, reps):
                 else:
                     loaded = open_export(paths[fmt], "bf16" if fmt.endswith("bf16") else None)
                     detect = lambda im, r=loaded.run: to_results(r(im), [im.shape])[0]  # noqa
-                out[fmt] = timed(detect, image, reps)
+                out[fmt] = time_detect(detect, image, reps)
             except Exception as e:  # a runtime that cannot run here: its reason
                 out[fmt] = " ".join(str(e).split())[:120]
             print(f"  {backbone} {size} {fmt}: {out[fmt]}", flush=True)
@@ -240,7 +216,7 @@ def report(sizes, results, tv, ap_rows, ap_model):
 
 
 def targets(sizes, results, tv, ap_rows, ap32):
-    """The issue's targets, checked on these figures."""
+    """The targets this benchmark was written for, checked on these figures."""
     for size in sizes:
         row = results.get(("resnet50", size), {})
         ok = {f: v[0] for f, v in row.items() if isinstance(v, tuple) and f in ap_rows
@@ -271,7 +247,7 @@ def main():
     a = p.parse_args()
     from bench_core import run_peer
     formats = [f.strip() for f in a.formats.split(",") if f.strip()]
-    print(cpu_line(), flush=True)
+    print(cpu_line(CPU_FLAGS), flush=True)
     results, tv = {}, {}
     for backbone in a.models:
         for size in (a.sizes if backbone == "resnet50" else a.sizes[:1]):

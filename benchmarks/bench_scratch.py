@@ -32,38 +32,18 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from common import ROOT, cpu_line, fashion_cli  # the repo root on sys.path too
 
 from benchmarks.fixed_time import hard_demo, print_table, run_variants  # noqa: E402
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 
 
-def cpu_line():
-    """'<model name>; flags: avx2 avx512f ...' of this machine (from lscpu)."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return "lscpu not available"
-    model = re.search(r"Model name:\s*(.+)", text)
-    flags = set((re.search(r"Flags:\s*(.+)", text) or [None, ""])[1].split())
-    cores = re.search(r"^CPU\(s\):\s*(\d+)", text, re.M)
-    have = [f for f in FLAGS if f in flags]
-    return (f"{model.group(1).strip() if model else 'unknown CPU'}, "
-            f"{cores.group(1) if cores else '?'} CPUs; flags: {' '.join(have) or 'none'} "
-            f"(of {' '.join(FLAGS)})")
-
-
-def _cli(root):
-    return os.path.join(root, "fashion", "fashion.py")
-
-
 def speed_run(root, data, out, steps, env, extra=()):
     """(images/s without the first step, first step seconds or None, wall seconds)."""
     logs = os.path.join(out, f"logs_{int(time.time() * 1000)}")
-    cmd = [sys.executable, _cli(root), "train", "--dataset", data, "--format", "imat2019",
-           "--weights", "none", "--backbone", "resnet18", "--image-size", "256",
+    cmd = [sys.executable, fashion_cli(root), "train", "--dataset", data,
+           "--format", "imat2019", "--weights", "none", "--backbone", "resnet18", "--image-size", "256",
            "--steps-per-epoch", str(steps), "--schedule", "all:1", "--eval-every", "0",
            "--logs", logs] + list(extra)
     t0 = time.time()
@@ -131,7 +111,7 @@ def main():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     if a.emulate_avx2:
         env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
-    print(f"CPU: {cpu_line()}" + ("  [AVX2 emulated: ONEDNN_MAX_CPU_ISA=AVX2]"
+    print(cpu_line(FLAGS) + ("  [AVX2 emulated: ONEDNN_MAX_CPU_ISA=AVX2]"
                                   if a.emulate_avx2 else ""), flush=True)
     data = hard_demo(os.path.join(a.out, "demo_hard_256"), num_images=750, size=256)
     if not a.learning_only:

@@ -32,24 +32,10 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FASHION = [sys.executable, os.path.join(ROOT, "fashion", "fashion.py")]
-SIMD = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512_bf16", "avx512_vnni",
-        "amx_bf16", "amx_tile")
+from common import cpu_line, fashion_cli  # the repo root on sys.path too
+FASHION = [sys.executable, fashion_cli()]
 DEMO_SETTINGS = ["TOP_DOWN_PYRAMID_SIZE=128", "FPN_CLASSIF_FC_LAYERS_SIZE=512",
                  "ATTRIBUTE_FC_SIZE=256", "WARMUP_STEPS=100", "VALIDATION_STEPS=5"]
-
-
-def cpu_description():
-    """'<lscpu model name>, N CPUs, flags: <the SIMD flags it has>'."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return "unknown CPU"
-    info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    flags = [f for f in SIMD if f in info.get("Flags", "").split()]
-    return (f"{info.get('Model name', '?').strip()}, {info.get('CPU(s)', '?').strip()} "
-            f"CPUs, flags: {' '.join(flags) or 'none of ' + ' '.join(SIMD)}")
 
 
 def model_flags(args):
@@ -78,7 +64,6 @@ def request_bodies(args, count=8):
     from PIL import Image
     files = sorted(glob.glob(os.path.join(args.out, "demo", "**", "*.jpg"), recursive=True))
     if not files:
-        sys.path.insert(0, ROOT)
         from fashion.data.demo_data import generate_demo
         generate_demo(os.path.join(args.out, "demo"), num_images=count, size=256)
         files = sorted(glob.glob(os.path.join(args.out, "demo", "**", "*.jpg"),
@@ -290,7 +275,7 @@ def plot(results, path):
         ax.set_xticks(x, [str(v) for v in x])
         ax.set_xlabel("concurrent clients")
     axes[2].set_xlabel("minutes since the server answered /healthz")
-    fig.suptitle(f"fashion.py serve on 127.0.0.1 - {cpu_description()}", fontsize=9)
+    fig.suptitle(f"fashion.py serve on 127.0.0.1 - {cpu_line()}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -347,7 +332,7 @@ def main():
     args = parse_args()
     os.makedirs(args.out, exist_ok=True)
     levels = [int(x) for x in args.levels.split(",")]
-    print(f"CPU: {cpu_description()}", flush=True)
+    print(cpu_line(), flush=True)
     flags = model_flags(args) + ["--max-queue", str(args.max_queue), "--quiet"]
     bodies = request_bodies(args)
     results = [run_mode("batching on", args, flags + [
@@ -356,7 +341,7 @@ def main():
     if not args.no_off:
         results.append(run_mode("batching off", args, flags + ["--max-batch", "1"], bodies,
                                 levels, 0))
-    summary = {"cpu": cpu_description(), "results": results,
+    summary = {"cpu": cpu_line(), "results": results,
                "on_vs_off": compare(results, max(levels)) if len(results) == 2 else None}
     if summary["on_vs_off"]:
         c = summary["on_vs_off"]

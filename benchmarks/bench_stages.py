@@ -18,12 +18,8 @@ this architecture here.
 """
 import argparse
 import os
-import statistics
-import sys
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from common import timed  # the repo root on sys.path too
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
@@ -94,18 +90,8 @@ def conv_rate(side, precision, reps):
     x = tf.constant(rng.standard_normal((1, side, side, 256)), dtype)
     k = tf.constant(rng.standard_normal((3, 3, 256, 256)) * 0.05, dtype)
     fn = tf.function(lambda x, k: tf.nn.relu(tf.nn.conv2d(x, k, 1, "SAME")))
-    t = median(lambda: fn(x, k).numpy(), max(reps, 5))
+    t = timed(lambda: fn(x, k).numpy(), max(reps, 5)).median
     return side * side * 9 * 256 * 256 / t
-
-
-def median(fn, reps):
-    fn()
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main():
@@ -126,7 +112,7 @@ def main():
                      "/tmp/bench_logs")
     image = np.random.RandomState(0).randint(0, 255, (a.size, a.size, 3)).astype(np.uint8)
     print(f"{a.backbone} {a.size} px {a.precision}: detect() "
-          f"{median(lambda: model.detect([image]), a.reps):.3f} s")
+          f"{timed(lambda: model.detect([image]), a.reps).median:.3f} s")
     molded, metas, _ = model.mold_inputs([image])
     inputs = [tf.constant(molded, tf.float32), tf.constant(metas, tf.float32),
               tf.constant(model._batch_anchors(molded), tf.float32)]
@@ -135,7 +121,8 @@ def main():
     for label, layer in STAGES:
         cut = keras.Model(km.inputs, km.get_layer(layer).output)
         fn = tf.function(lambda *x, m=cut: m(list(x), training=False), autograph=False)
-        t = median(lambda: [np.asarray(v) for v in tf.nest.flatten(fn(*inputs))], a.reps)
+        t = timed(lambda: [np.asarray(v) for v in tf.nest.flatten(fn(*inputs))],
+                  a.reps).median
         stage = max(t - before, 0)
         work = macs.get(label, 0.0) / 1e9
         rate = f", {work:5.1f} GMAC = {work / stage:4.0f} GMAC/s" if work and stage else ""

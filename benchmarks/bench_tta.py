@@ -11,12 +11,9 @@ the iMaterialist score counts predictions scoring >= 0.5 (evaluate's default).
 Time per image is CPU process time (2 threads), robust to other load on the machine.
 """
 import argparse
-import os
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import common  # noqa: F401  (puts the repo root on sys.path)
 
 
 def evaluate_setting(args, spec):

@@ -12,19 +12,14 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks.common import fashion_cli
 
 
 def hard_demo(out_dir, num_images=750, size=256, seed=0, hard=True):
     """Generates (or reuses) the demo set and returns its directory."""
-    sys.path.insert(0, ROOT)
     from fashion.data.demo_data import generate_demo
     return str(generate_demo(out_dir, num_images=num_images, size=size, seed=seed,
                              hard=hard))
-
-
-def _cli(root):
-    return os.path.join(root or ROOT, "fashion", "fashion.py")
 
 
 # Short epochs (a checkpoint and val loss every 100 steps) and a schedule longer than
@@ -33,15 +28,16 @@ EPOCH_FLAGS = ["--steps-per-epoch", "100", "--schedule", "all:1000"]
 
 
 def _train_cmd(data_dir, logs, minutes, size, backbone, extra, root=None, exact=False):
-    return [sys.executable, _cli(root), "train", "--dataset", data_dir, "--format", "imat2019",
-            "--weights", "none", "--backbone", backbone, "--image-size", str(size),
+    return [sys.executable, fashion_cli(root), "train", "--dataset", data_dir,
+            "--format", "imat2019", "--weights", "none", "--backbone", backbone,
+            "--image-size", str(size),
             "--time-budget", str(minutes), "--logs", logs, "--quiet"] + (
                 [] if exact else EPOCH_FLAGS) + list(extra)
 
 
 def _eval_cmd(data_dir, logs, checkpoint, out, extra, root=None):
-    return [sys.executable, _cli(root), "evaluate", "--dataset", data_dir, "--format",
-            "imat2019", "--weights", checkpoint, "--logs", logs, "--out", out,
+    return [sys.executable, fashion_cli(root), "evaluate", "--dataset", data_dir,
+            "--format", "imat2019", "--weights", checkpoint, "--logs", logs, "--out", out,
             "--quiet"] + list(extra)
 
 

@@ -5,21 +5,11 @@ torch.autocast("cpu", dtype=torch.bfloat16): torchvision's own mixed precision o
     tv-venv/bin/python benchmarks/torchvision_autocast.py --size 512 --threads 2 --reps 5
 """
 import argparse
-import statistics
-import time
 
 import torch
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 
-
-def timed(fn, reps):
-    fn()
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts), min(ts)
+from common import timed  # benchmarks/common.py (standard library only)
 
 
 def main():
@@ -41,7 +31,7 @@ def main():
     def infer():
         with torch.no_grad(), autocast():
             m(img)
-    med, best = timed(infer, a.reps)
+    med, best, _ = timed(infer, a.reps)
     print(f"torchvision-bf16 infer size={a.size} median_s={med:.3f} min_s={best:.3f}")
     if a.no_train:
         return
@@ -59,7 +49,7 @@ def main():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    med, best = timed(step, a.reps)
+    med, best, _ = timed(step, a.reps)
     print(f"torchvision-bf16 train_step size={a.size} median_s={med:.3f} min_s={best:.3f}")
 
 

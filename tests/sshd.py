@@ -11,15 +11,12 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+
 import pytest
 
+from tests.ports import free_port
+
 SSHD = "/usr/sbin/sshd"
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def keygen(path, kind="ed25519"):

@@ -28,12 +28,19 @@ class Model:
     stop_training = False
 
 
-def test_budget_keeps_room_for_the_work_after_training():
+def started_budget(minutes, after_training, margin):
+    """(clock, TimeBudget) started now on a settable clock, with `after_training`
+    seconds of work timed for after training."""
     clock = Clock()
-    budget = TimeBudget(2, after_training=[lambda: 30.0], margin=5.0)
+    budget = TimeBudget(minutes, after_training=[lambda: after_training], margin=margin)
     budget.clock, budget.start = clock, clock.now
     budget.set_model(Model())
     budget.params = {"validation_steps": 0}
+    return clock, budget
+
+
+def test_budget_keeps_room_for_the_work_after_training():
+    clock, budget = started_budget(2, 30.0, margin=5.0)
     assert budget.seconds == 120 - 30 - 5
     clock.now += 84
     budget.on_train_batch_begin(0)
@@ -47,11 +54,7 @@ def test_budget_keeps_room_for_the_work_after_training():
 
 
 def test_progress_line_shows_budget_time_and_steps():
-    clock = Clock()
-    budget = TimeBudget(20, after_training=[lambda: 60.0], margin=0.0)
-    budget.clock, budget.start = clock, clock.now
-    budget.set_model(Model())
-    budget.params = {"validation_steps": 0}
+    clock, budget = started_budget(20, 60.0, margin=0.0)
     out = io.StringIO()
     progress = BudgetProgress(budget, stream=out, every_seconds=0)
     progress.set_model(Model())

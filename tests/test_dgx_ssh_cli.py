@@ -1,4 +1,4 @@
-"""fashion/DGX_ssh_comm.py as a program: the README's own command lines against a real
+"""fashion/DGX_ssh_comm.py as a program: docs/remote.md's own command lines against a real
 OpenSSH server (tests/sshd.py), and one-line errors for every kind of connection failure.
 
 Each case runs the script in a subprocess, as a user would, so what reaches the terminal
@@ -22,15 +22,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sshd import free_port, keygen, server  # noqa: E402,F401 (server is a fixture)
+from sshd import keygen, server  # noqa: E402,F401 (server is a fixture)
 
 from fashion import DGX_ssh_comm  # noqa: E402
 from fashion.remote import jobs  # noqa: E402
 from fashion.remote.settings import load_settings  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = "fashion/DGX_ssh_comm.py"
-README_DEST = "work/fashion"
+DOC_DEST = "work/fashion"
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +54,11 @@ def run_script(args, env, cwd=REPO, timeout=60):
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
-# ---------------------------------------------------------------- README command lines
+# ------------------------------------------------------- docs/remote.md command lines
 
-def readme_lines():
-    """Argument lists of the README's bash lines that call the SSH helper."""
-    text = (REPO / "README.md").read_text()
+def doc_lines():
+    """Argument lists of docs/remote.md's bash lines that call the SSH helper."""
+    text = (REPO / "docs" / "remote.md").read_text()
     lines = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
@@ -67,11 +68,11 @@ def readme_lines():
 
 
 def adapt(words, ctx):
-    """Point a README line at the test server, keeping its word order: connection
+    """Point a docs/remote.md line at the test server, keeping its word order: connection
     values replaced (the test's --port/--key/--known-hosts go right after --user, or
     --host), ``work/fashion`` becomes a temporary directory, RUN_ID the last run's id."""
     assert words[:2] == ["python", SCRIPT], words
-    assert "--host" in words, f"README line without --host: {shlex.join(words)}"
+    assert "--host" in words, f"docs/remote.md line without --host: {shlex.join(words)}"
     anchor = "--user" if "--user" in words else "--host"
     out, words = [], words[2:]
     cut = words.index("--") if "--" in words else len(words)
@@ -84,8 +85,8 @@ def adapt(words, ctx):
                 out += ctx["connection"]
             i += 2
             continue
-        if word == README_DEST or word.startswith(README_DEST + "/"):
-            word = ctx["dest"] + word[len(README_DEST):]
+        if word == DOC_DEST or word.startswith(DOC_DEST + "/"):
+            word = ctx["dest"] + word[len(DOC_DEST):]
         out.append(ctx.get("run_id", word) if word == "RUN_ID" else word)
         i += 1
     return out + words[cut:]
@@ -134,7 +135,7 @@ def read_line(stream, deadline):
 
 
 def run_tunnel_line(args, ctx, env, cwd):
-    """Start the README's tunnel line, talk through it, then end it with Ctrl-C."""
+    """Start the tunnel line of docs/remote.md, talk through it, then end it with Ctrl-C."""
     # Started with SIGINT ignored, as under nohup or `cmd &` (and as CI once ran this
     # test: the tunnel then ignored Ctrl-C); -X faulthandler: if it ever hangs after
     # Ctrl-C, SIGABRT prints every thread's stack.
@@ -168,7 +169,7 @@ def run_tunnel_line(args, ctx, env, cwd):
 
 
 def check_result(command, done, ctx, cwd):
-    """What each README command must have done on the (local) host."""
+    """What each docs/remote.md command must have done on the (local) host."""
     assert done.returncode == 0, f"{command}: {done.stderr}"
     dest = Path(ctx["dest"])
     if command == "sync":
@@ -188,8 +189,8 @@ def check_result(command, done, ctx, cwd):
             dest / "logs" / name).read_bytes()
 
 
-def test_readme_command_lines_run_as_written(server, known_hosts, env, tmp_path):
-    lines = readme_lines()
+def test_remote_doc_command_lines_run_as_written(server, known_hosts, env, tmp_path):
+    lines = doc_lines()
     commands = [next(w for w in words if w in DGX_ssh_comm.COMMANDS) for words in lines]
     assert commands == ["sync", "run", "status", "logs", "fetch", "tunnel"], commands
     project = tmp_path / "project"
@@ -197,7 +198,7 @@ def test_readme_command_lines_run_as_written(server, known_hosts, env, tmp_path)
     (project / "fashion" / "fashion.py").write_text("import sys\nprint('stub', sys.argv)\n")
     listener = echo_listener()
     ctx = {"--host": "127.0.0.1", "--user": getpass.getuser(),
-           "dest": str(tmp_path / "home" / README_DEST),
+           "dest": str(tmp_path / "home" / DOC_DEST),
            "--remote-port": str(listener.getsockname()[1]),
            "--local-port": str(free_port()),
            "connection": ["--port", str(server.port), "--key", str(server.client_key),

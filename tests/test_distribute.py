@@ -22,6 +22,7 @@ sys.path.insert(0, HERE)
 import distribute_worker as W  # noqa: E402
 from mrcnn import distribute  # noqa: E402
 from mrcnn.distribute import StrategyError, get_strategy  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 WORKER = os.path.join(HERE, "distribute_worker.py")
 
@@ -37,12 +38,6 @@ def _result(proc, timeout=420):
     lines = [l for l in out.splitlines() if l.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, out[-3000:]
     return json.loads(lines[-1][len("RESULT "):])
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -67,7 +62,7 @@ def mirrored_run(mirrored_proc):
 def test_two_workers_train_from_tfrecords_and_only_the_chief_writes(tmp_path):
     from mrcnn.data.tfrecords import write_tfrecords
     write_tfrecords(W.shapes(4, seed=5), W.DistConfig(), str(tmp_path / "rec" / "train"), 2)
-    cluster = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
+    cluster = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     procs = [_run_worker("multiworker", tmp_path, env={"TF_CONFIG": json.dumps(
         {"cluster": {"worker": cluster}, "task": {"type": "worker", "index": i}})})
         for i in range(2)]

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from fashion.remote.ignore import glob_regex
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -31,25 +33,9 @@ def instructions(path=DOCKERFILE):
     return out
 
 
-def _glob_regex(pattern):
-    parts, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            parts.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            parts.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            parts.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            parts.append("[^/]")
-            i += 1
-        else:
-            parts.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(parts) + r"\Z")
+def rule(pattern, negate=False):
+    """(negate, regex) of one .dockerignore pattern: anchored at the context's root."""
+    return negate, re.compile(glob_regex(pattern) + r"\Z")
 
 
 def ignore_rules(path=DOCKERIGNORE):
@@ -61,7 +47,7 @@ def ignore_rules(path=DOCKERIGNORE):
         negate = line.startswith("!")
         pattern = line[1:] if negate else line
         pattern = pattern.strip("/")
-        rules.append((negate, _glob_regex(pattern)))
+        rules.append(rule(pattern, negate))
     return rules
 
 
@@ -151,7 +137,7 @@ def test_no_weight_file_in_the_tree_reaches_the_context():
 
 
 def test_matcher_follows_docker_rules():
-    rules = [(False, _glob_regex("weights/*")), (True, _glob_regex("weights/keep.py"))]
+    rules = [rule("weights/*"), rule("weights/keep.py", negate=True)]
     assert excluded("weights/a.h5", rules) and not excluded("weights/keep.py", rules)
-    assert excluded("data/x/y.jpg", [(False, _glob_regex("data"))])
-    assert not excluded("mrcnn/data/x.py", [(False, _glob_regex("data"))])
+    assert excluded("data/x/y.jpg", [rule("data")])
+    assert not excluded("mrcnn/data/x.py", [rule("data")])

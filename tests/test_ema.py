@@ -6,24 +6,23 @@ import numpy as np
 from mrcnn.training.ema import AverageIn, AverageOut
 
 
-class Record(keras.callbacks.Callback):
-    """Stands where the checkpoint and evaluation callbacks stand."""
+class Weights(keras.callbacks.Callback):
+    """The trainable weights at each epoch's "begin" or "end", as a callback standing at
+    this place in the list sees them."""
 
-    def __init__(self):
+    def __init__(self, at):
         super().__init__()
-        self.seen = []
+        self.at, self.seen = at, []
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.seen.append([w.numpy().copy() for w in self.model.trainable_weights])
-
-
-class Start(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.starts = []
+    def _look(self, at):
+        if at == self.at:
+            self.seen.append([w.numpy().copy() for w in self.model.trainable_weights])
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.starts.append([w.numpy().copy() for w in self.model.trainable_weights])
+        self._look("begin")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._look("end")
 
 
 def test_average_is_saved_and_training_continues_from_its_own_weights():
@@ -33,7 +32,8 @@ def test_average_is_saved_and_training_continues_from_its_own_weights():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
     optimizer = keras.optimizers.SGD(0.05, use_ema=True, ema_momentum=0.9)
     model.compile(optimizer=optimizer, loss="mse")
-    average_in, record, start = AverageIn(), Record(), Start()
+    # record stands where the checkpoint and evaluation callbacks stand
+    average_in, record, start = AverageIn(), Weights("end"), Weights("begin")
     model.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False,
               callbacks=[average_in, record, AverageOut(average_in), start])
     averages = [a.numpy() for a in optimizer._model_variables_moving_average]
@@ -44,4 +44,4 @@ def test_average_is_saved_and_training_continues_from_its_own_weights():
     # epochs 2 and 3 started from the trained weights, not from the average seen
     for epoch in (1, 2):
         assert not all(np.array_equal(s, r) for s, r in
-                       zip(start.starts[epoch], record.seen[epoch - 1]))
+                       zip(start.seen[epoch], record.seen[epoch - 1]))

@@ -1,5 +1,5 @@
 """OpenVINO, int8 exports with their accuracy guard, and `fashion.py benchmark`, on a
-briefly trained demo run (tests/trained_run.py).
+briefly trained demo run (tests/demo_runs.py's trained_run).
 
 - `benchmark` with every format exports, times and scores each, and writes its table,
   benchmark.csv and benchmark.png; its OpenVINO export reproduces detect() on 12 images
@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 
 from tests.parity import compare
-from tests.tiny_run import run
-from tests.trained_run import trained_run
+from tests.demo_runs import run, trained_run
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")

@@ -17,21 +17,11 @@ from pycocotools import mask as mask_utils
 
 from fashion.data import rle
 from fashion.config import FROM_SCRATCH, make_config
-from fashion.fashion import main
+from tests.demo_runs import SMALL_HEADS, run, settings, train_demo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TINY = ["--set", "TOP_DOWN_PYRAMID_SIZE=64", "--set", "FPN_CLASSIF_FC_LAYERS_SIZE=128",
-        "--set", "ATTRIBUTE_FC_SIZE=64", "--set", "TRAIN_ROIS_PER_IMAGE=16"]
-
-
-def run(argv):
-    """main(argv) -> (exit code, stdout, stderr) of the Python side."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv) + ["--quiet"] if argv and not argv[-1].startswith("-h")
-                    else list(argv))
-    return code, out.getvalue(), err.getvalue()
+TINY = settings(*SMALL_HEADS, "TRAIN_ROIS_PER_IMAGE=16")
 
 
 def assert_bad_input(result, *words):
@@ -47,18 +37,8 @@ def assert_bad_input(result, *words):
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """Demo data (12 images, 128 px), a logs dir and one trained checkpoint."""
-    base = tmp_path_factory.mktemp("fashion_cli")
-    demo, logs = str(base / "demo"), str(base / "logs")
-    data = ["--dataset", "demo", "--demo-dir", demo, "--demo-images", "12",
-            "--image-size", "128", "--logs", logs]
-    code, out, err = run(["train"] + data + [
-        "--weights", "none", "--backbone", "resnet18", "--schedule", "all:1",
-        "--steps-per-epoch", "2", "--images-per-gpu", "1"] + TINY)
-    assert code == 0, err
-    run_dir = os.path.join(logs, sorted(os.listdir(logs))[0])
-    ckpt = os.path.join(run_dir, "mask_rcnn_fashion_0001.h5")
-    return {"base": base, "demo": demo, "logs": logs, "data": data, "run_dir": run_dir,
-            "ckpt": ckpt, "train_out": out}
+    return train_demo(tmp_path_factory, "fashion_cli", images=12, size=128, steps=2,
+                      sets=TINY)
 
 
 @pytest.fixture(scope="module")

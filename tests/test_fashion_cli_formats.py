@@ -5,11 +5,8 @@ on tiny Fashionpedia and DeepFashion2 sets written here in their own formats.
 Models are tiny (resnet18, 64 px, small heads, 2 steps); commands run in-process through
 main(argv), except the two workers, which are separate processes.
 """
-import contextlib
-import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +17,8 @@ import pytest
 from PIL import Image
 from skimage.draw import polygon as fill_polygon
 
-from fashion.fashion import main
+from tests.demo_runs import run
+from tests.ports import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,14 +28,6 @@ TINY = ["--weights", "none", "--backbone", "resnet18", "--image-size", "64",
         "--set", "TOP_DOWN_PYRAMID_SIZE=64", "--set", "FPN_CLASSIF_FC_LAYERS_SIZE=128",
         "--set", "ATTRIBUTE_FC_SIZE=64", "--set", "TRAIN_ROIS_PER_IMAGE=16"]
 LABELS = os.path.join(ROOT, "fashion", "data", "labels")
-
-
-def run(argv):
-    """main(argv) -> (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv) + ["--quiet"])
-    return code, out.getvalue(), err.getvalue()
 
 
 def one_error_line(result):
@@ -120,17 +110,11 @@ def test_tfrecords_that_do_not_fit_the_model_stop_before_training(records):
     assert not os.path.exists(records["base"] / "bad")
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_workers_train_from_tfrecords_and_only_the_chief_writes(records):
     """train --tfrecords under MultiWorkerMirroredStrategy in two processes: each reads
     its own shards, worker 0 writes the run directory, worker 1 writes nothing."""
     base = records["base"]
-    cluster = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
+    cluster = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     procs = []
     for i in range(2):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(

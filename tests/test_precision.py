@@ -39,15 +39,10 @@ def test_explicit_value_wins():
     assert choose_precision(NO_BF16, [])[0] == "float32"
 
 
-def test_config_defaults_to_auto_and_rejects_unknown_values():
-    from mrcnn.config import Config, ConfigError
+def test_config_defaults_to_auto():
+    """(An unknown value is one of test_utils_config's impossible values.)"""
+    from mrcnn.config import Config
     assert Config.MIXED_PRECISION == "auto"
-
-    class Bad(Config):
-        NUM_CLASSES = 2
-        MIXED_PRECISION = "half"
-    with pytest.raises(ConfigError, match="MIXED_PRECISION"):
-        Bad()
 
 
 def test_float16_training_uses_loss_scaling_only_when_resolved_to_float16(tiny_config):

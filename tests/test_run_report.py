@@ -3,7 +3,7 @@ per-attribute precision / recall, early stopping, the files a tiny demo run writ
 (each PNG checked for size and pixel variance), report.html in headless Chromium,
 train --report-only, and TensorFlow's C++ start-up lines kept off stderr.
 
-The demo run is tests/tiny_run.py's (shared with test_tune and test_tta); one real
+The demo run is tests/demo_runs.py's tiny_run (shared with test_tune and test_tta); one real
 `fashion.py train` subprocess covers both --patience and the quiet start-up.
 """
 import csv
@@ -21,7 +21,7 @@ from mrcnn.evaluation.confusion import (confusion_from_coco, confusion_matrix,
 from mrcnn.evaluation.predictions import encode_mask
 from mrcnn.evaluation.thresholds import (add_matches, attribute_precision_recall,
                                          confidence_curves)
-from tests.tiny_run import TINY, run, tiny_run
+from tests.demo_runs import TINY, run, tiny_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

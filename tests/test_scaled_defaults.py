@@ -2,7 +2,7 @@
 unless the user set the sizes; matterport's layout stays where its weights load."""
 import pytest
 
-from mrcnn.config import Config, ConfigError
+from mrcnn.config import Config
 from mrcnn.layout import MATTERPORT, scaled_sizes
 
 SIZES = ("TOP_DOWN_PYRAMID_SIZE", "RPN_CONV_DEPTH", "FPN_CLASSIF_FC_LAYERS_SIZE",
@@ -78,14 +78,6 @@ def test_from_scratch_config_gets_the_tables_sizes():
     c = make_config(256, 47, 0, "resnet18", pretrained=False, RPN_CONV_DEPTH=96,
                     **weights_layout("none"))
     assert c.RPN_CONV_DEPTH == 96 and c.TOP_DOWN_PYRAMID_SIZE == 64
-
-
-def test_unknown_layout_is_one_sentence():
-    class Bad(Config):
-        NUM_CLASSES = 2
-        LAYOUT = "tiny"
-    with pytest.raises(ConfigError, match="LAYOUT is 'tiny'; use 'matterport'"):
-        Bad()
 
 
 class Small(Config):

@@ -23,7 +23,8 @@ import pytest
 
 from tests.export_model import EXTRA, NAMES, shared_saved_model, smooth_images
 from tests.parity import compare
-from tests.test_serve import ROOT, encode, free_port
+from tests.ports import free_port
+from tests.test_serve import ROOT, encode
 
 PNG = {"Content-Type": "image/png"}
 

@@ -15,6 +15,7 @@ from mrcnn.training.checkpoints import (CheckpointRetention, best_checkpoint, ep
                                read_best)
 from mrcnn.training.curves import StepValues, ema, stage_changes
 from tests.conftest import TinyConfig
+from tests.demo_runs import train_demo
 from tests.test_fashion_cli import TINY, assert_bad_input, run
 
 
@@ -44,17 +45,12 @@ def _event_values(directory):
 # ---------------------------------------------------------------------- the CLI run
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("train_eval")
-    demo, logs = str(base / "demo"), str(base / "logs")
-    data = ["--dataset", "demo", "--demo-dir", demo, "--demo-images", "16",
-            "--image-size", "64", "--logs", logs]
-    code, out, err = run(["train"] + data + [
-        "--weights", "none", "--backbone", "resnet18", "--schedule", "all:3",
-        "--steps-per-epoch", "2", "--images-per-gpu", "1", "--eval-every", "1",
-        "--keep-last", "2", "--keep-best", "segm_AP50"] + TINY)
-    assert code == 0, err
-    (run_dir,) = [os.path.join(logs, d) for d in os.listdir(logs) if d != "cache"]
-    return {"base": base, "logs": logs, "data": data, "run_dir": run_dir, "out": out}
+    env = train_demo(tmp_path_factory, "train_eval", images=16, size=64, steps=2, epochs=3,
+                     sets=TINY, flags=["--eval-every", "1", "--keep-last", "2",
+                                       "--keep-best", "segm_AP50"])
+    assert [d for d in os.listdir(env["logs"]) if d != "cache"] == [
+        os.path.basename(env["run_dir"])]
+    return dict(env, out=env["train_out"])
 
 
 def test_run_keeps_last_two_epochs_and_the_best(cli_run):

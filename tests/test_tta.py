@@ -9,7 +9,7 @@ from PIL import Image
 
 from fashion.inference import postprocess as pp
 from fashion.inference import tta
-from tests.tiny_run import run, tiny_run
+from tests.demo_runs import run, tiny_run
 
 
 @pytest.fixture(scope="module")

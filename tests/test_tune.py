@@ -8,7 +8,7 @@ import pytest
 
 from fashion.inference import postprocess as pp
 from fashion.inference.tuning import coordinate_search
-from tests.tiny_run import run, tiny_run
+from tests.demo_runs import run, tiny_run
 
 
 @pytest.fixture(scope="module")

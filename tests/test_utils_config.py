@@ -145,6 +145,8 @@ def test_corrupt_image_gives_clear_error(tmp_path):
     ({"MASK_SHAPE": [56, 56]}, "MASK_POOL_SIZE"),
     ({"RPN_ANCHOR_SCALES": (32, 64)}, "one anchor scale per pyramid level"),
     ({"JIT_COMPILE": True}, "STATIC_SHAPES = True"),
+    ({"MIXED_PRECISION": "half"}, "MIXED_PRECISION"),
+    ({"LAYOUT": "tiny"}, "LAYOUT is 'tiny'; use 'matterport'"),
 ])
 def test_config_rejects_impossible_values(attrs, match):
     cls = type("Bad", (Config,), {"NUM_CLASSES": 3, **attrs})

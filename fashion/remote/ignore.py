@@ -10,8 +10,9 @@ from pathlib import Path
 ALWAYS_EXCLUDED = (".git/", "*.part")
 
 
-def _translate(glob):
-    """Regex text for a gitignore glob body (no anchors)."""
+def glob_regex(glob):
+    """Regex text for a gitignore glob body (no anchors). `*` and `?` stop at a slash,
+    `**/` spans directories: the same globs as Docker's .dockerignore."""
     out, i = [], 0
     while i < len(glob):
         if glob.startswith("**/", i):
@@ -64,7 +65,7 @@ class IgnoreRules:
         dir_only = pattern.endswith("/")
         pattern = pattern.rstrip("/")
         anchored = "/" in pattern
-        body = _translate(pattern.lstrip("/"))
+        body = glob_regex(pattern.lstrip("/"))
         prefix = "^" if anchored else "^(?:.*/)?"
         self.rules.append((re.compile(prefix + body + "$"), negate, dir_only))
 
