@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from sshd import free_port
+from tests.ports import free_port
 
 BINARIES = {"munged": "/usr/sbin/munged", "slurmctld": "/usr/sbin/slurmctld",
             "slurmd": "/usr/sbin/slurmd", "sbatch": "/usr/bin/sbatch",

@@ -17,9 +17,8 @@ import h5py
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from slurm import PARTITION, SlurmCluster, skip_unless_installed  # noqa: E402
-from sshd import SshServer  # noqa: E402
+from tests.slurm import PARTITION, SlurmCluster, skip_unless_installed  # noqa: E402
+from tests.sshd import SshServer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "fashion" / "DGX_ssh_comm.py"
