@@ -70,8 +70,8 @@ def export_detector(run):
 
 def evaluate(detect, dataset, image_ids, meta, desc="evaluate", warmup=1):
     """Runs detect(image) -> result on every image (after `warmup` untimed calls on the
-    first) and scores the predictions. Returns {"segm_AP", "bbox_AP", "seconds": [per
-    image], "detections"}."""
+    first) and scores the predictions. Returns {"segm_AP", "boundary_AP", "bbox_AP",
+    "seconds": [per image], "detections"}."""
     from fashion.data_sources import progress
     from fashion.detections import to_records
     from fashion.groundtruth import gt_coco
@@ -87,8 +87,10 @@ def evaluate(detect, dataset, image_ids, meta, desc="evaluate", warmup=1):
         predictions += to_records(result, int(image_id), f"{image_id}.png", meta,
                                   len(predictions) + 1)
     metrics = evaluate_coco(gt_coco(dataset, image_ids), predictions,
-                            iou_types=("segm", "bbox"), per_class=False)
-    return {"segm_AP": float(metrics["segm"]["AP"]), "bbox_AP": float(metrics["bbox"]["AP"]),
+                            iou_types=("segm", "boundary", "bbox"), per_class=False)
+    return {"segm_AP": float(metrics["segm"]["AP"]),
+            "boundary_AP": float(metrics["boundary"]["AP"]),
+            "bbox_AP": float(metrics["bbox"]["AP"]),
             "seconds": seconds, "detections": len(predictions)}
 
 

@@ -15,9 +15,10 @@ Boundary IoU of two masks G and P is |G_band & P_band| / |G_band | P_band|.
 
 Boundary AP is COCO's AP where a prediction and a ground truth overlap by
 min(mask IoU, Boundary IoU), as the official COCO-style API's "boundary" iouType
-computes it; crowd regions are matched as COCO matches them (intersection over the
-prediction's area, here its band's area). `BoundaryCOCOeval` is pycocotools' COCOeval
-with that overlap; bands are computed once per annotation.
+computes it. Crowd regions are matched as in segm AP, by COCO's crowd overlap of the
+masks alone (intersection over the prediction's area): a crowd region's band says
+nothing about the objects inside it. `BoundaryCOCOeval` is pycocotools' COCOeval with
+that overlap; bands are computed once per annotation.
 """
 import cv2
 import numpy as np
@@ -117,8 +118,12 @@ class BoundaryCOCOeval(COCOeval):
             dt = [d for c in p.catIds for d in self._dts[imgId, c]]
         order = np.argsort([-d["score"] for d in dt], kind="mergesort")  # as COCOeval
         dt = [dt[i] for i in order][:p.maxDets[-1]]
-        g = [self._band(a, self.gt_bands) for a in gt]
+        ious = np.array(ious, np.float64).reshape(len(dt), len(gt))
+        plain = [j for j, a in enumerate(gt) if not int(a["iscrowd"])]   # crowds: mask IoU
+        if not plain:
+            return ious
+        g = [self._band(gt[j], self.gt_bands) for j in plain]
         d = [self._band(a, self.dt_bands) for a in dt]
-        crowd = [int(a["iscrowd"]) for a in gt]
-        bious = np.asarray(mask_utils.iou(d, g, crowd)).reshape(len(d), len(g))
-        return np.minimum(np.asarray(ious).reshape(len(d), len(g)), bious)
+        bious = np.asarray(mask_utils.iou(d, g, [0] * len(g))).reshape(len(d), len(g))
+        ious[:, plain] = np.minimum(ious[:, plain], bious)
+        return ious
