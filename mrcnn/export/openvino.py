@@ -24,6 +24,13 @@ weights. On CPUs with bfloat16
 (AVX512_BF16, AMX) OpenVINO computes in bfloat16 unless compiled with
 ``INFERENCE_PRECISION_HINT`` f32: the export's check and ``load()`` use f32, which
 reproduces TensorFlow; ``load(path, precision="bf16")`` trades that for speed.
+
+Two of OpenVINO's own liberties would still move detections at f32, and both are
+undone here: its TopK orders equal values its own way (the IR's TopKs are made
+``stable``, as TensorFlow's top_k and ONNX's TopK are), and its graph transformations
+turn a / b into a * (1 / b) (``compile_model`` marks every float Divide to stay a
+division). What remains are float32 rounding differences of its kernels (convolution
+sums, exp), a few units in the last place.
 """
 import os
 
