@@ -100,7 +100,7 @@ def test_openvino_export_matches_detect(bench, float_model):
     ir = ov.Core().read_model(str(bench[0] / "exports" / "openvino" / "model.xml"))
     real = {op.get_output_element_type(0).get_type_name() for op in ir.get_ops()
             if op.get_type_name() == "Constant" and op.get_output_element_type(0).is_real()}
-    assert real == {"float32"}, real
+    assert real == {"f32"}, real
     topk = [op.get_attributes()["stable"] for op in ir.get_ops() if op.get_type_name() == "TopK"]
     assert topk and all(topk), topk
     compiled = compile_model(ir)
