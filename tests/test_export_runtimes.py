@@ -88,7 +88,34 @@ def test_openvino_export_matches_detect(bench, float_model):
         got = postprocess.to_results(loaded.run(image), [image.shape])[0]
         compare(ref, got, figures, f"openvino {image.shape}")
     print(f"\nparity openvino: {figures}")
-    assert figures["detections"] > 0
+    assert figures["detections"] > 0 and figures["score"] <= 1e-4
+    # float32 all the way: f32 weights in model.xml, f32 inference, divisions kept as
+    # divisions and stable top-k (both decide which pixels and proposals a box gets)
+    import openvino as ov
+    from mrcnn.export.openvino import NONCONVERTIBLE_DIVIDE, compile_model
+    ir = ov.Core().read_model(str(bench[0] / "exports" / "openvino" / "model.xml"))
+    real = {op.get_output_element_type(0).get_type_name() for op in ir.get_ops()
+            if op.get_type_name() == "Constant" and op.get_output_element_type(0).is_real()}
+    assert real == {"f32"}, real
+    topk = [op.get_attributes()["stable"] for op in ir.get_ops() if op.get_type_name() == "TopK"]
+    assert topk and all(topk), topk
+    compiled = compile_model(ir)
+    assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) in ("<Type: 'float32'>", "f32")
+    divides = [op for op in ir.get_ops() if op.get_type_name() == "Divide"]
+    assert divides and all(NONCONVERTIBLE_DIVIDE in op.get_rt_info() for op in divides)
+
+
+def test_openvino_f32_divides_as_float32():
+    """OpenVINO rewrites a / b as a * (1 / b) unless told not to: a third of these
+    quotients would then be one rounding step off numpy's float32 division."""
+    import openvino as ov
+    import openvino.opset13 as ops
+    from mrcnn.export.openvino import compile_model
+    x = np.random.default_rng(0).uniform(0, 300, 4096).astype(np.float32)
+    param = ops.parameter([x.size], np.float32, name="x")
+    model = ov.Model([ops.divide(param, ops.constant(np.float32(6.0)))], [param])
+    out = compile_model(model)({"x": x})[0]
+    np.testing.assert_array_equal(out, x / np.float32(6.0))
 
 
 def _aps(stdout):

@@ -156,13 +156,23 @@ def test_pretrained_weights_keep_matterport_defaults(env):
 def test_evaluate_prints_metrics_and_writes_plots(evaluated):
     out_dir, out = evaluated
     for name in ("metrics.json", "precision_recall_segm.png", "precision_recall_bbox.png",
-                 "per_class_segm.csv", "predictions_val.jsonl", "ground_truth_val.json"):
+                 "precision_recall_boundary.png", "per_class_segm.csv",
+                 "per_class_boundary.csv", "predictions_val.jsonl", "ground_truth_val.json"):
         assert os.path.isfile(os.path.join(out_dir, name)), name
     with open(os.path.join(out_dir, "metrics.json")) as f:
         metrics = json.load(f)
     for t in ("segm", "bbox"):
         for key in ("AP", "AP50", "AP75", "iMat2019", "AP_iou_f1"):
             assert 0.0 <= metrics[t][key] <= 1.0
+    assert set(metrics["boundary"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    for key in ("AP", "AP50", "AP75"):
+        assert 0.0 <= metrics["boundary"][key] <= 1.0, key
+    assert json.loads(out.strip().splitlines()[-1])["boundary"] == metrics["boundary"]
+    with open(os.path.join(out_dir, "evaluation_report.json")) as f:
+        report = json.load(f)
+    for key in ("AP", "AP50", "AP75"):
+        assert report[f"boundary_{key}"] == round(metrics["boundary"][key], 4), key
+    assert any(line.startswith("boundary ") for line in out.splitlines())
     assert "Per class" in out and "AP50" in out
     # the run report: epoch 1's checkpoint gives val_pred_0001.png; the page links them
     for name in ("confusion_matrix.png", "confusion_matrix_normalized.png", "mask_PR.png",

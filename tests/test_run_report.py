@@ -156,6 +156,8 @@ def test_demo_run_writes_every_report_file(env):
     with open(os.path.join(run_dir, "evaluation_report.json")) as f:
         report = json.load(f)
     assert report["epoch"] == 1 and 0.0 <= report["best_confidence"] <= 1.0
+    assert all(0.0 <= report[f"{t}_{k}"] <= 1.0 for t in ("segm", "boundary")
+               for k in ("AP", "AP50", "AP75"))
     with open(os.path.join(run_dir, "confusion_matrix.csv"), newline="") as f:
         rows = list(csv.reader(f))
     counts = np.array([[int(v) for v in r[1:]] for r in rows[1:]])
@@ -168,6 +170,7 @@ def test_demo_run_writes_every_report_file(env):
     for name in REPORT_PNGS + ["fashion_run.json", "epochs.csv", "best.json"]:
         assert f'"{name}"' in page, name
     assert "Best epoch: <b>1</b>" in page
+    assert "<td>boundary_AP</td>" in page and "<td>boundary_AP75</td>" in page
 
 
 @pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),

@@ -1,8 +1,8 @@
 """Evaluation during training, checkpoint retention and the training curve.
 
 One tiny CLI run (16 demo images at 64 px, resnet18, 3 epochs of 2 steps, evaluation
-every epoch, --keep-last 2 --keep-best segm_AP50) is shared by the CLI tests; one tiny
-library model trains two stages (heads, then all) with one EvaluationCallback.
+every epoch, --keep-last 2 --keep-best boundary_AP --patience 3) is shared by the CLI
+tests; one tiny library model trains two stages (heads, then all) with one EvaluationCallback.
 """
 import csv
 import json
@@ -47,7 +47,7 @@ def _event_values(directory):
 def cli_run(tmp_path_factory):
     env = train_demo(tmp_path_factory, "train_eval", images=16, size=64, steps=2, epochs=3,
                      sets=TINY, flags=["--eval-every", "1", "--keep-last", "2",
-                                       "--keep-best", "segm_AP50"])
+                                       "--keep-best", "boundary_AP", "--patience", "3"])
     assert [d for d in os.listdir(env["logs"]) if d != "cache"] == [
         os.path.basename(env["run_dir"])]
     return dict(env, out=env["train_out"])
@@ -67,9 +67,9 @@ def test_run_keeps_last_two_epochs_and_the_best(cli_run):
         "mask_rcnn_fashion_best.h5", "train", "training_curve.csv", "training_curve.png",
         "validation"])
     best = read_best(run_dir)
-    assert best["metric"] == "segm_AP50" and best["mode"] == "max"
+    assert best["metric"] == "boundary_AP" and best["mode"] == "max"
     assert best["epoch"] in (1, 2, 3)
-    values = [float(r["segm_AP50"]) for r in _rows(os.path.join(run_dir, "epochs.csv"))]
+    values = [float(r["boundary_AP"]) for r in _rows(os.path.join(run_dir, "epochs.csv"))]
     assert best["value"] == pytest.approx(max(values))
     assert best["epoch"] == 1 + values.index(max(values))  # the first of equal values
     with open(os.path.join(run_dir, "fashion_run.json")) as f:
@@ -87,13 +87,15 @@ def test_epoch_csv_and_tensorboard_hold_the_metrics(cli_run):
     run_dir = cli_run["run_dir"]
     rows = _rows(os.path.join(run_dir, "epochs.csv"))
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
-    for key in ("segm_AP", "segm_AP50", "bbox_AP", "bbox_AP50", "segm_iMat2019",
-                "segm_AP_iou_f1", "val_loss", "eval_seconds"):
+    for key in ("segm_AP", "segm_AP50", "boundary_AP", "boundary_AP50", "boundary_AP75",
+                "bbox_AP", "bbox_AP50", "segm_iMat2019", "segm_AP_iou_f1", "val_loss",
+                "eval_seconds"):
         values = [float(r[key]) for r in rows]
         assert np.isfinite(values).all(), key
         assert key.startswith(("val", "eval")) or all(0 <= v <= 1 for v in values), key
     scalars, images = _event_values(os.path.join(run_dir, "evaluation"))
-    for key in ("segm_AP", "segm_AP50", "bbox_AP", "bbox_AP50", "segm_iMat2019"):
+    for key in ("segm_AP", "segm_AP50", "boundary_AP", "boundary_AP75", "bbox_AP",
+                "bbox_AP50", "segm_iMat2019"):
         assert sorted(scalars[key]) == [1, 2, 3], key
         assert [scalars[key][e] for e in (1, 2, 3)] == pytest.approx(
             [float(r[key]) for r in rows], abs=1e-6)

@@ -3,7 +3,8 @@ Ultralytics' `yolo benchmark`, for masks).
 
 Per format: whether it exported, its parity with detect() (int8: its segm AP
 difference), median and p90 latency per image (the image in, detect()-like results out,
-masks pasted) at the run's image size, images/s and segm AP on the same val images.
+masks pasted) at the run's image size, images/s, segm AP and boundary AP (how well the
+masks follow the edges) on the same val images.
 A format that cannot run here gets a row saying why and the others go on. Writes
 benchmark.csv and benchmark.png (latency against AP) to --out.
 """
@@ -20,7 +21,7 @@ from fashion.errors import CLIError
 BENCH_FORMATS = ("tf", "saved_model", "onnx", "openvino", "openvino-int8", "onnx-int8")
 EXTRA_FORMATS = ("tf-bf16", "openvino-bf16")
 COLUMNS = ["format", "exported", "parity", "median_ms", "p90_ms", "images_per_s",
-           "segm_AP", "runtime"]
+           "segm_AP", "boundary_AP", "runtime"]
 
 EXAMPLES = """examples:
   python fashion/fashion.py benchmark --weights last --limit 50
@@ -160,7 +161,8 @@ def measure(bench, fmt):
     median, p90 = latency(metrics["seconds"])
     row.update(median_ms=round(median * 1e3, 1), p90_ms=round(p90 * 1e3, 1),
                images_per_s=round(len(metrics["seconds"]) / sum(metrics["seconds"]), 2),
-               segm_AP=round(metrics["segm_AP"], 4))
+               segm_AP=round(metrics["segm_AP"], 4),
+               boundary_AP=round(metrics["boundary_AP"], 4))
     if fmt == "tf":
         bench.reference = (results, metrics["segm_AP"])
         row["parity"] = "reference"

@@ -78,7 +78,8 @@ def run(args):
     print(f"training:   {trained['steps']} steps to epoch {trained['epoch']}, "
           f"{trained['images_per_second']:.2f} images/s; checkpoint {trained['checkpoint']}")
     print(f"evaluation: segm AP {m['segm']['AP']:.4f}  AP50 {m['segm']['AP50']:.4f}  "
-          f"AP75 {m['segm']['AP75']:.4f} | bbox AP {m['bbox']['AP']:.4f}  "
+          f"AP75 {m['segm']['AP75']:.4f} | boundary AP {m['boundary']['AP']:.4f}  "
+          f"AP75 {m['boundary']['AP75']:.4f} | bbox AP {m['bbox']['AP']:.4f}  "
           f"AP50 {m['bbox']['AP50']:.4f} | iMat2019 {m['segm']['iMat2019']:.4f}"
           + (f" | AP_iou_f1 {m['segm']['AP_iou_f1']:.4f}" if "AP_iou_f1" in m["segm"] else ""))
     print(f"detections: {det['detections']} on {det['images']} held-out images; "

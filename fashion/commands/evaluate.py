@@ -8,6 +8,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 
 from fashion.cli_args import EXPORT_FORMATS, add_data_args, add_model_args
 from fashion.data.sources import dataset_from_args, progress
@@ -20,6 +21,8 @@ from fashion.commands.reports import evaluation_report, samples_of
 
 log = logging.getLogger("fashion")
 
+TYPES = ("segm", "boundary", "bbox")    # boundary: COCO AP on min(mask IoU, Boundary IoU)
+
 EXAMPLES = """examples:
   python fashion/fashion.py evaluate --dataset demo --weights last
   python fashion/fashion.py evaluate --dataset /data/imat2019 --format imat2019 \\
@@ -31,7 +34,8 @@ def add_parser(subparsers, parents):
     p = subparsers.add_parser(
         "evaluate", parents=parents, help="AP on the val split (COCO, iMat 2019, "
         "Fashionpedia)", epilog=EXAMPLES,
-        description="Detect on the val split and print COCO segm/bbox AP, AP50, AP75, the "
+        description="Detect on the val split and print COCO segm/bbox AP, AP50, AP75, "
+        "boundary AP (Boundary IoU: how well masks follow the objects' edges), the "
         "iMaterialist 2019 score, Fashionpedia's AP with IoU+F1 (when the model predicts "
         "attributes) and a per-class table; writes predictions, ground truth, metrics.json, "
         "per-class CSVs, precision-recall PNGs and the run report (confusion matrices, mask "
@@ -76,8 +80,9 @@ def _detect_split(detector, dataset, meta, pred_path, samples=None):
 def _metrics(gt, predictions, with_attributes, imat_min_score):
     from fashion.imat_metric import evaluate_imat
     from mrcnn.evaluation import evaluate_coco, evaluate_fashionpedia
-    coco = evaluate_coco(gt, predictions, iou_types=("segm", "bbox"), per_class=True)
-    metrics = {"segm": dict(coco["segm"]), "bbox": dict(coco["bbox"])}
+    coco = evaluate_coco(gt, predictions, iou_types=("segm", "boundary", "bbox"),
+                         per_class=True)
+    metrics = {t: dict(coco[t]) for t in TYPES}
     for t in ("segm", "bbox"):
         metrics[t]["iMat2019"] = evaluate_imat(gt, predictions, iou_type=t,
                                                min_score=imat_min_score)["score"]
@@ -93,19 +98,18 @@ def _print_report(metrics, coco, out_dir):
     from mrcnn.evaluation.plots import plot_pr_curves, write_per_class_table
     keys = [k for k in ("AP", "AP50", "AP75", "iMat2019", "AP_iou_f1", "AP_iou", "AP_f1")
             if k in metrics["segm"]]
-    print("\n" + "metric".ljust(8) + "".join(k.rjust(11) for k in keys))
-    for t in ("segm", "bbox"):
-        print(t.ljust(8) + "".join(f"{metrics[t][k]:11.4f}" for k in keys))
+    print("\n" + "metric".ljust(9) + "".join(k.rjust(11) for k in keys))
+    for t in TYPES:
+        print(t.ljust(9) + "".join(f"{metrics[t][k]:11.4f}" if k in metrics[t]
+                                   else "-".rjust(11) for k in keys))
     print("\nPer class (segm):")
-    rows = [r for r in coco["per_class"]["segm"] if r["num_gt"] > 0]
-    write_per_class_table(rows, os.path.join(out_dir, "per_class_segm.csv"),
-                          columns=["name", "category_id", "num_gt", "AP", "AP50"])
-    write_per_class_table([r for r in coco["per_class"]["bbox"] if r["num_gt"] > 0],
-                          os.path.join(out_dir, "per_class_bbox.csv"),
-                          columns=["name", "category_id", "num_gt", "AP", "AP50"],
-                          stream=None)
+    for t in TYPES:
+        write_per_class_table([r for r in coco["per_class"][t] if r["num_gt"] > 0],
+                              os.path.join(out_dir, f"per_class_{t}.csv"),
+                              columns=["name", "category_id", "num_gt", "AP", "AP50"],
+                              stream=sys.stdout if t == "segm" else None)
     pngs = []
-    for t in ("segm", "bbox"):
+    for t in TYPES:
         path = os.path.join(out_dir, f"precision_recall_{t}.png")
         plot_pr_curves(coco["precision"][t], coco["category_names"], path)
         pngs.append(path)
@@ -150,9 +154,10 @@ def run(args):
                "detections": len(predictions), "postprocess": detector.params,
                "tta": args.tta, **metrics}
     write_json(os.path.join(out_dir, "metrics.json"), summary)
-    evaluation_report(out_dir, gt, predictions, samples, dataset.class_names, weights)
+    evaluation_report(out_dir, gt, predictions, samples, dataset.class_names, weights,
+                      metrics)
     print(f"\n{len(predictions)} detections on {len(dataset.image_ids)} val images; "
           f"results in {out_dir} (metrics.json, {', '.join(os.path.basename(p) for p in pngs)})")
-    print(json.dumps({t: metrics[t] for t in ("segm", "bbox")}))
+    print(json.dumps({t: metrics[t] for t in TYPES}))
     return {"out": out_dir, "metrics": metrics, "predictions": pred_path,
             "ground_truth": os.path.join(out_dir, "ground_truth_val.json")}

@@ -72,8 +72,8 @@ def export_detector(run):
 
 def evaluate(detect, dataset, image_ids, meta, desc="evaluate", warmup=1):
     """Runs detect(image) -> result on every image (after `warmup` untimed calls on the
-    first) and scores the predictions. Returns {"segm_AP", "bbox_AP", "seconds": [per
-    image], "detections"}."""
+    first) and scores the predictions. Returns {"segm_AP", "boundary_AP", "bbox_AP",
+    "seconds": [per image], "detections"}."""
     from fashion.data.sources import progress
     from fashion.inference.outputs import to_records
     from mrcnn.evaluation.groundtruth import dataset_ground_truth
@@ -88,9 +88,12 @@ def evaluate(detect, dataset, image_ids, meta, desc="evaluate", warmup=1):
         seconds.append(time.perf_counter() - start)
         predictions += to_records(result, int(image_id), f"{image_id}.png", meta,
                                   len(predictions) + 1)
-    metrics = evaluate_coco(dataset_ground_truth(dataset, image_ids, dataset.category_ids), predictions,
-                            iou_types=("segm", "bbox"), per_class=False)
-    return {"segm_AP": float(metrics["segm"]["AP"]), "bbox_AP": float(metrics["bbox"]["AP"]),
+    gt = dataset_ground_truth(dataset, image_ids, dataset.category_ids)
+    metrics = evaluate_coco(gt, predictions, iou_types=("segm", "boundary", "bbox"),
+                            per_class=False)
+    return {"segm_AP": float(metrics["segm"]["AP"]),
+            "boundary_AP": float(metrics["boundary"]["AP"]),
+            "bbox_AP": float(metrics["bbox"]["AP"]),
             "seconds": seconds, "detections": len(predictions)}
 
 

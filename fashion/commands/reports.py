@@ -84,7 +84,8 @@ def samples_of(dataset, image_id, image, result, limit, samples):
                         "name": os.path.basename(dataset.image_reference(image_id))})
 
 
-def evaluation_report(out_dir, gt, predictions, samples, class_names, weights):
+def evaluation_report(out_dir, gt, predictions, samples, class_names, weights,
+                      metrics=None):
     """evaluate's report pictures and report.html in out_dir; prints the best-F1 line."""
     from mrcnn.training.checkpoints import checkpoint_epoch, read_best
     from mrcnn.report.evaluation import write_evaluation_report
@@ -93,7 +94,7 @@ def evaluation_report(out_dir, gt, predictions, samples, class_names, weights):
     if epoch is None and weights.endswith("_best.h5"):
         epoch = (read_best(os.path.dirname(os.path.abspath(weights))) or {}).get("epoch")
     summary = write_evaluation_report(out_dir, gt, predictions, samples, class_names,
-                                      epoch=epoch)
+                                      epoch=epoch, coco_metrics=metrics)
     print(f"Mask F1 is best ({summary['best_f1']:.3f}) at confidence "
           f"{summary['best_confidence']:.2f}: a good --min-confidence for detect. At "
           f"confidence {summary['conf_threshold']:g}, {summary['missed']} of "

@@ -18,7 +18,7 @@ DEFAULT_BEST = "segm_AP50"
 def add_train_eval_args(p):
     p.add_argument("--eval-every", type=int, default=None, metavar="N",
                    help="evaluate on the val split after every N epochs (and the first "
-                   "and last): segm/bbox AP and AP50, iMaterialist 2019, Fashionpedia "
+                   "and last): segm/bbox AP and AP50, boundary AP/AP50/AP75, iMaterialist 2019, Fashionpedia "
                    "AP_iou_f1 with attributes, written to epochs.csv, TensorBoard and the "
                    "training curve (default 1; with --time-budget only after the last "
                    "epoch, so the budget goes to training; 0 turns it off)")
@@ -30,7 +30,8 @@ def add_train_eval_args(p):
     p.add_argument("--keep-best", default=None, metavar="METRIC",
                    help="also keep the best epoch by this epoch-log value as "
                    "mask_rcnn_fashion_best.h5 (--weights best): segm_AP50 (the default "
-                   "when evaluating), segm_AP, bbox_AP50, segm_iMat2019, val_loss, ... "
+                   "when evaluating), segm_AP, boundary_AP, boundary_AP75, bbox_AP50, "
+                   "segm_iMat2019, val_loss, ... "
                    "or none")
     p.add_argument("--patience", type=int, default=0, metavar="N",
                    help="stop training when the --keep-best metric has not improved for "
@@ -55,7 +56,8 @@ def patience(args, keep_best):
 
 
 def metric_names(with_attributes):
-    keys = ["segm_AP", "segm_AP50", "bbox_AP", "bbox_AP50", "segm_iMat2019"]
+    keys = ["segm_AP", "segm_AP50", "boundary_AP", "boundary_AP50", "boundary_AP75",
+            "bbox_AP", "bbox_AP50", "segm_iMat2019"]    # as EvaluationCallback logs them
     return keys + (["segm_AP_iou_f1"] if with_attributes else [])
 
 

@@ -37,7 +37,9 @@ def add_parser(subparsers, parents):
     add_data_args(p, required=False)
     add_model_args(p, data_flags=False)
     p.add_argument("--metric", choices=METRICS, default="imat2019",
-                   help="what to maximise (default imat2019, the Kaggle score)")
+                   help="what to maximise (default imat2019, the Kaggle score; "
+                   "boundary_AP rewards masks that follow the edges). segm AP and "
+                   "boundary AP are reported before and after whatever the metric")
     p.add_argument("--rounds", type=int, default=3,
                    help="at most this many sweeps over the settings (default 3)")
     p.add_argument("--no-save", action="store_true",
@@ -89,17 +91,23 @@ def run(args):
     best, before, after, count = tuning.coordinate_search(
         lambda params: tuning.metric_value(args.metric, gt, candidates.records(params)),
         defaults, space, rounds=args.rounds)
+    aps = {when: tuning.mask_aps(gt, candidates.records(params))
+           for when, params in (("before", defaults), ("after", best))}
     choice = {**best, "max_instances": cap, "metric": args.metric,
               "before": round(before, 6), "after": round(after, 6),
               "images": len(images), "dataset": os.path.abspath(path) if os.path.exists(
                   path) else path, "limit": args.limit,
               "weights": os.path.basename(weights), "settings_scored": count,
-              "tta": args.tta if views else None}
+              "tta": args.tta if views else None,
+              **{key: {when: round(aps[when][key], 6) for when in aps}
+                 for key in aps["before"]}}
     print(f"\n{args.metric} on {len(images)} val images"
           f"{' with TTA ' + args.tta if views else ''}: before {before:.4f} -> after "
           f"{after:.4f} ({count} settings scored; raw pass {t_pass:.0f} s, search "
           f"{time.time() - t0 - t_pass:.0f} s)")
     print("chosen: " + ", ".join(f"{k}={best[k]}" for k in best))
+    print("  ".join(f"{key} {aps['before'][key]:.4f} -> {aps['after'][key]:.4f}"
+                    for key in aps["before"]))
     if not args.no_save:
         run_file = _store(weights, choice)
         print(f"stored as \"postprocess\" in {run_file}; detect and evaluate apply it "

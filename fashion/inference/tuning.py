@@ -21,7 +21,7 @@ import numpy as np
 
 from fashion.inference import postprocess as pp
 
-METRICS = ("imat2019", "segm_AP", "ap_iou_f1")
+METRICS = ("imat2019", "segm_AP", "boundary_AP", "ap_iou_f1")
 SCORES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 NMS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 MASK = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -155,12 +155,24 @@ def metric_value(metric, gt, predictions):
         return evaluate_imat(gt, predictions, iou_type="segm")["score"]
     if not predictions:
         return 0.0
-    if metric == "segm_AP":
+    if metric in ("segm_AP", "boundary_AP"):
         from mrcnn.evaluation import evaluate_coco
-        return evaluate_coco(gt, predictions, iou_types=("segm",), per_class=False)["segm"]["AP"]
+        kind = metric.split("_")[0]
+        return evaluate_coco(gt, predictions, iou_types=(kind,), per_class=False)[kind]["AP"]
     from mrcnn.evaluation import evaluate_fashionpedia
     return evaluate_fashionpedia(gt, predictions, iou_types=("segm",),
                                  coco_metrics=False)["segm"]["AP_iou_f1"]
+
+
+def mask_aps(gt, predictions):
+    """{"segm_AP", "boundary_AP", "boundary_AP50", "boundary_AP75"} of predictions
+    (what tune reports next to its metric, before and after)."""
+    if not predictions:
+        return {k: 0.0 for k in ("segm_AP", "boundary_AP", "boundary_AP50", "boundary_AP75")}
+    from mrcnn.evaluation import evaluate_coco
+    coco = evaluate_coco(gt, predictions, iou_types=("segm", "boundary"), per_class=False)
+    return {"segm_AP": coco["segm"]["AP"], **{f"boundary_{k}": coco["boundary"][k]
+                                              for k in ("AP", "AP50", "AP75")}}
 
 
 def coordinate_search(evaluate, defaults, space, rounds=3, log=print):

@@ -5,7 +5,8 @@ application adds its own metrics (the fashion app: the Kaggle iMaterialist 2019 
 fashion/imat_metric.py) through `extra_metrics`. The modules hold the details:
 
 * predictions.py: read/write prediction files, convert `detect()` results
-* coco.py: pycocotools AP (segm and bbox), per-class tables, precision arrays
+* coco.py: pycocotools AP (segm, boundary and bbox), per-class tables, precision arrays
+* boundary.py: boundary bands, Boundary IoU and COCOeval on min(mask IoU, Boundary IoU)
 * fashionpedia.py: Fashionpedia AP with IoU and attribute-F1 thresholds
 * plots.py: precision-recall PNGs and per-class CSV tables
 """
@@ -61,7 +62,7 @@ def score(annotations_path, predictions_path, metric="coco", iou_types=("segm", 
             (read_scorable_predictions), ValueError when none is left.
         metric: "coco" (AP, AP50, AP75, APs, APm, APl), "fashionpedia" (those plus
             AP_iou_f1, AP_iou, AP_f1) or a name of `extra_metrics`.
-        iou_types: any of "segm", "bbox".
+        iou_types: any of "segm", "bbox"; "boundary" (boundary AP) with metric "coco".
         image_ids: score only these images (default: every annotated image).
         attribute_index_to_id: maps `attribute_probabilities` positions to ids.
         extra_metrics: {name: fn(gt, predictions, iou_type, image_ids, quiet) ->

@@ -1,8 +1,9 @@
-"""COCO-style mask and box AP with pycocotools.
+"""COCO-style mask, boundary and box AP with pycocotools.
 
 `evaluate_coco(gt, predictions)` returns the six standard COCO AP numbers per IoU
 type, per-class AP tables and COCOeval's precision arrays (for PR curves). Masks
-stay compressed RLE throughout.
+stay compressed RLE throughout. The "boundary" type is boundary AP: COCO's matching
+on min(mask IoU, Boundary IoU) (mrcnn.evaluation.boundary).
 """
 
 import contextlib
@@ -15,7 +16,11 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from mrcnn.evaluation.boundary import BoundaryCOCOeval
+
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+IOU_TYPES = ("bbox", "segm", "boundary")
+MASK_TYPES = ("segm", "boundary")
 
 
 @contextlib.contextmanager
@@ -127,8 +132,11 @@ def _per_class(precision, coco_gt, cat_ids):
     return rows
 
 
-def _run_cocoeval(coco_gt, coco_dt, iou_type, image_ids, quiet):
-    evaluator = COCOeval(coco_gt, coco_dt, iou_type)
+def _run_cocoeval(coco_gt, coco_dt, iou_type, image_ids, quiet, band_cache=None):
+    if iou_type == "boundary":
+        evaluator = BoundaryCOCOeval(coco_gt, coco_dt, band_cache=band_cache)
+    else:
+        evaluator = COCOeval(coco_gt, coco_dt, iou_type)
     if image_ids is not None:
         evaluator.params.imgIds = sorted(set(image_ids) & set(coco_gt.imgs))
     with _maybe_quiet(quiet):
@@ -138,22 +146,26 @@ def _run_cocoeval(coco_gt, coco_dt, iou_type, image_ids, quiet):
     return evaluator
 
 
-def evaluate_coco(gt, predictions, iou_types=("bbox", "segm"), per_class=True,
-                  image_ids=None, quiet=True):
+def evaluate_coco(gt, predictions, iou_types=("bbox", "segm", "boundary"), per_class=True,
+                  image_ids=None, quiet=True, band_cache=None):
     """COCO AP of predictions against ground truth, with pycocotools.
 
     Args:
         gt: COCO-format dict or path to its JSON file (images, annotations with
             polygon or RLE segmentations, categories).
         predictions: iterable of prediction dicts (see predictions.py).
-        iou_types: any of "bbox", "segm".
+        iou_types: any of "bbox", "segm", "boundary" (boundary AP: matching on
+            min(mask IoU, Boundary IoU) with the paper's 2% band).
         per_class: also return per-category AP / AP50 tables.
         image_ids: evaluate only these images (default: every ground-truth image;
             images without predictions count as misses).
         quiet: silence pycocotools' prints.
+        band_cache: a dict that keeps the ground truth's boundary bands between
+            calls with the same ground truth (evaluation during training).
 
     Returns:
         {"segm": {"AP", "AP50", "AP75", "APs", "APm", "APl"}, "bbox": {...},
+         "boundary": {...} (each type asked for),
          "per_class": {iou_type: [{"category_id", "name", "num_gt", "AP", "AP50"}]},
          "precision": {iou_type: array [T=10, R=101, K, A=4, M=3]},
          "category_ids": [K], "category_names": [K]}
@@ -164,13 +176,15 @@ def evaluate_coco(gt, predictions, iou_types=("bbox", "segm"), per_class=True,
         ValueError: predictions and ground truth have no image in common.
     """
     for iou_type in iou_types:
-        if iou_type not in ("bbox", "segm"):
-            raise ValueError(f"iou type {iou_type!r} is not supported; use 'bbox' or 'segm'")
+        if iou_type not in IOU_TYPES:
+            raise ValueError(f"iou type {iou_type!r} is not supported; use 'bbox', 'segm' "
+                             "or 'boundary'")
     coco_gt = build_gt_coco(gt, quiet=quiet)
     preds = select_predictions(coco_gt, predictions, image_ids)
-    if "segm" in iou_types and any("segmentation" not in p for p in preds):
-        raise ValueError("'segm' evaluation needs a 'segmentation' in every prediction; "
-                         "pass iou_types=('bbox',) for box-only predictions")
+    masks = [t for t in iou_types if t in MASK_TYPES]
+    if masks and any("segmentation" not in p for p in preds):
+        raise ValueError(f"'{masks[0]}' evaluation needs a 'segmentation' in every "
+                         "prediction; pass iou_types=('bbox',) for box-only predictions")
     cat_ids = sorted(coco_gt.getCatIds())
     out = {"per_class": {}, "precision": {}, "category_ids": cat_ids,
            "category_names": [coco_gt.cats[c].get("name", str(c)) for c in cat_ids]}
@@ -184,7 +198,7 @@ def evaluate_coco(gt, predictions, iou_types=("bbox", "segm"), per_class=True,
                                "categories": coco_gt.dataset["categories"]}
             with _maybe_quiet(quiet):
                 coco_dt.createIndex()
-        evaluator = _run_cocoeval(coco_gt, coco_dt, iou_type, image_ids, quiet)
+        evaluator = _run_cocoeval(coco_gt, coco_dt, iou_type, image_ids, quiet, band_cache)
         out[iou_type] = {k: float(v) for k, v in zip(METRIC_KEYS, evaluator.stats[:6])}
         precision = evaluator.eval["precision"]  # [T, R, K, A, M]
         out["precision"][iou_type] = precision
@@ -195,4 +209,4 @@ def evaluate_coco(gt, predictions, iou_types=("bbox", "segm"), per_class=True,
 
 def summary(result):
     """Only the JSON-able headline numbers: {iou_type: {metric: value}}."""
-    return {k: dict(v) for k, v in result.items() if k in ("segm", "bbox")}
+    return {k: dict(v) for k, v in result.items() if k in IOU_TYPES}

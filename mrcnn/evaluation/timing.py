@@ -72,7 +72,8 @@ def evaluation_estimate(callback, n_images, rng=None):
 
     picked = callback.image_ids[:SCORED_IMAGES]
     predictions = [dict(r, image_id=int(i)) for i in picked for r in records]
-    scoring, _ = _time(evaluate_coco, callback._gt, predictions, ("segm", "bbox"), False)
+    scoring, _ = _time(evaluate_coco, callback._gt, predictions, ("segm", "boundary", "bbox"),
+                       False)
     if callback.metrics_fn is not None:
         extra, _ = _time(callback.metrics_fn, callback._gt, predictions)
         scoring += extra

@@ -24,6 +24,13 @@ weights. On CPUs with bfloat16
 (AVX512_BF16, AMX) OpenVINO computes in bfloat16 unless compiled with
 ``INFERENCE_PRECISION_HINT`` f32: the export's check and ``load()`` use f32, which
 reproduces TensorFlow; ``load(path, precision="bf16")`` trades that for speed.
+
+Two of OpenVINO's own liberties would still move detections at f32, and both are
+undone here: its TopK orders equal values its own way (the IR's TopKs are made
+``stable``, as TensorFlow's top_k and ONNX's TopK are), and its graph transformations
+turn a / b into a * (1 / b) (``compile_model`` marks every float Divide to stay a
+division). What remains are float32 rounding differences of its kernels (convolution
+sums, exp), a few units in the last place.
 """
 import os
 
@@ -47,7 +54,10 @@ def compile_model(model, precision="f32", device="CPU"):
                           f"{', '.join(PRECISIONS)}.")
     config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision]} if PRECISIONS[precision] \
         else {}
-    return ov.Core().compile_model(model, device, config)
+    core = ov.Core()
+    if not isinstance(model, ov.Model):
+        model = core.read_model(os.fspath(model))
+    return core.compile_model(exact_divisions(model), device, config)
 
 
 def molded_fn(model):
@@ -129,7 +139,43 @@ def _from_onnx(model, tmp):
                                       output_path=staging)
     converted = ov.convert_model(staging)
     os.remove(staging)
-    return converted
+    return stable_topk(converted)
+
+
+NONCONVERTIBLE_DIVIDE = "nonconvertable_divide_0"   # OpenVINO's rt_info key, spelt so
+
+
+def exact_divisions(ov_model):
+    """ov_model with every floating-point Divide marked to stay a division; returns it.
+
+    OpenVINO's graph transformations otherwise rewrite a / b as a * b^-1, which rounds
+    differently. ROI align's sample positions divide a box's extent by the samples
+    minus one (as TensorFlow's crop_and_resize kernel does); a position one rounding
+    step past the feature map's last pixel reads zero instead of that pixel, so a box
+    touching the image's edge could get another crop, class score and box (a score off
+    by 0.08 on a 256 px ResNet18 run's probe image). The mark is runtime information,
+    not saved in model.xml: ``compile_model`` sets it on every model it compiles."""
+    for node in ov_model.get_ordered_ops():
+        if node.get_type_name() == "Divide" and node.get_output_element_type(0).is_real():
+            node.get_rt_info()[NONCONVERTIBLE_DIVIDE] = True
+    return ov_model
+
+
+def stable_topk(ov_model):
+    """ov_model with every TopK stable (equal values keep their input order), as
+    TensorFlow's top_k and ONNX's TopK order them; returns ov_model.
+
+    OpenVINO's ONNX frontend makes TopK-11 nodes with ``stable`` false, and its CPU
+    plugin then orders equal values its own way. The proposal layer's top-k over the
+    RPN scores meets such ties (saturated scores round to one float32 value), so the
+    proposals kept, then NMS's choices, then a detection's box and score, could
+    differ from TensorFlow's at full float32 precision (a box off by 11 px and a score
+    by 0.08 on a 256 px ResNet18 run's probe image)."""
+    for node in ov_model.get_ordered_ops():
+        if node.get_type_name() == "TopK" and "stable" in node.get_attributes():
+            node.set_attribute("stable", True)
+    ov_model.validate_nodes_and_infer_types()
+    return ov_model
 
 
 def to_openvino(model, tmp):

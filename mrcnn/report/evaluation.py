@@ -7,7 +7,8 @@ Files (all in out_dir):
     val_pred_<epoch>.png (a few fixed val images: labels | predictions)
     attribute_precision_recall.csv / .png (when the ground truth has attributes and the
         predictions attribute probabilities)
-    evaluation_report.json (epoch, best-F1 confidence, counts, the files above)
+    evaluation_report.json (epoch, best-F1 confidence, counts, the files above, and
+        segm / boundary AP, AP50, AP75 when the caller scored them)
 
 Example:
     summary = write_evaluation_report("logs/run", gt, predictions, samples,
@@ -51,7 +52,7 @@ def _write_csv(path, rows, columns):
 
 def write_evaluation_report(out_dir, gt, predictions, samples=(), class_names=None,
                             epoch=None, iou_threshold=IOU_THRESHOLD,
-                            conf_threshold=CONF_THRESHOLD):
+                            conf_threshold=CONF_THRESHOLD, coco_metrics=None):
     """Writes the evaluation pictures and tables; returns the summary dict.
 
     Args:
@@ -61,6 +62,8 @@ def write_evaluation_report(out_dir, gt, predictions, samples=(), class_names=No
         samples: [{"image", "gt_masks", "gt_class_ids", "result", "name"}] drawn to
             val_pred_<epoch>.png (none: not drawn); class_names index their class ids.
         epoch: the evaluated epoch (None: an evaluation outside training).
+        coco_metrics: {"segm": {"AP", "AP50", "AP75", ...}, "boundary": {...}} from
+            mrcnn.evaluation.coco, kept in the summary as segm_AP, boundary_AP, ...
     """
     os.makedirs(out_dir, exist_ok=True)
     names = [str(c.get("name", c["id"])) for c in gt["categories"]]
@@ -112,6 +115,10 @@ def write_evaluation_report(out_dir, gt, predictions, samples=(), class_names=No
         "best_f1": round(curves["best_f1"], 4),
         "best_confidence": round(curves["best_confidence"], 4),
         "mask_AP50": round(curves["map50"], 4), "files": files}
+    for t in ("segm", "boundary"):
+        for key, value in ((coco_metrics or {}).get(t) or {}).items():
+            if key in ("AP", "AP50", "AP75"):
+                summary[f"{t}_{key}"] = round(float(value), 4)
     write_json(os.path.join(out_dir, SUMMARY_FILE), summary)
     return summary
 

@@ -36,10 +36,13 @@ SECTIONS = [
                     ("mask_F1.png", "Mask F1 vs confidence"),
                     ("attribute_precision_recall.png", "Attributes: precision and recall"),
                     ("precision_recall_segm.png", "COCO precision-recall (segm)"),
+                    ("precision_recall_boundary.png", "COCO precision-recall (boundary: "
+                     "min of mask IoU and Boundary IoU)"),
                     ("precision_recall_bbox.png", "COCO precision-recall (bbox)")]),
 ]
 TABLES = ["epochs.csv", "training_curve.csv", "confusion_matrix.csv", "mask_curves.csv",
-          "attribute_precision_recall.csv", "per_class_segm.csv", "per_class_bbox.csv"]
+          "attribute_precision_recall.csv", "per_class_segm.csv", "per_class_boundary.csv",
+          "per_class_bbox.csv"]
 OTHER_FILES = ["best.json", "metrics.json", "evaluation_report.json",
                "predictions_val.jsonl", "ground_truth_val.json"]
 _VAL_PRED = re.compile(r"^val_pred(?:_(\d+))?\.png$")
@@ -132,7 +135,7 @@ def _summary(run_dir):
         tables.append(_table(_ordered(metrics), [f"final metric (epoch {epoch})", "value"]))
     evaluated = _read_json(os.path.join(run_dir, "metrics.json"))
     if isinstance(evaluated, dict):
-        rows = [(f"{t} {k}", float(v)) for t in ("segm", "bbox")
+        rows = [(f"{t} {k}", float(v)) for t in ("segm", "boundary", "bbox")
                 for k, v in (evaluated.get(t) or {}).items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
         if rows:

@@ -3,7 +3,8 @@
 ``EvaluationCallback`` keeps one inference-mode model next to the training model. At an
 evaluation it copies the training weights into it layer by layer (same names; no file
 I/O), detects on a fixed, evenly spaced subset of the val images, scores segm and bbox
-AP / AP50 with mrcnn.evaluation.coco (plus any application metrics) and puts the
+AP / AP50 and boundary AP / AP50 / AP75 with mrcnn.evaluation.coco (plus any
+application metrics) and puts the
 numbers into the epoch logs, so the callbacks after it (checkpoint retention, the epoch
 CSV, the training curve) see them. TensorBoard gets the numbers as scalars and a few val
 images with their predicted masks under <log_dir>/evaluation. The run report's
@@ -33,7 +34,8 @@ from mrcnn.report.evaluation import describe as describe_report
 
 log = logging.getLogger("mrcnn")
 
-COCO_KEYS = ("segm_AP", "segm_AP50", "bbox_AP", "bbox_AP50")
+COCO_KEYS = ("segm_AP", "segm_AP50", "boundary_AP", "boundary_AP50", "boundary_AP75",
+             "bbox_AP", "bbox_AP50")
 
 
 def evenly_spaced(image_ids, limit):
@@ -127,6 +129,7 @@ class EvaluationCallback(keras.callbacks.Callback):
         # library's model sits above its training wing, so it is handed down, not imported)
         self.build_inference = None
         self._pairs = self._gt = self._writer = None
+        self._bands = {}        # the val ground truth's boundary bands, made once
         self._first_epoch = None
         self.keys = list(COCO_KEYS)
         self.history = []       # [(epoch, {key: value}, seconds)]
@@ -206,6 +209,7 @@ class EvaluationCallback(keras.callbacks.Callback):
         self.inference = self.build_inference(self.config, model_dir)
         self._pairs = weight_pairs(self.model, self.inference.keras_model)
         self._gt = self.ground_truth(self.dataset, self.image_ids)
+        self._bands = {}
 
     def copy_weights(self):
         """The training model's current weights into the evaluation model."""
@@ -218,17 +222,17 @@ class EvaluationCallback(keras.callbacks.Callback):
             self._build()
         self.copy_weights()
         predictions, panel, samples = self._detect_all()
-        coco = evaluate_coco(self._gt, predictions, iou_types=("segm", "bbox"),
-                             per_class=False)
-        metrics = {f"{t}_{k}": float(coco[t][k]) for t in ("segm", "bbox")
-                   for k in ("AP", "AP50")}
+        coco = evaluate_coco(self._gt, predictions, iou_types=("segm", "boundary", "bbox"),
+                             per_class=False, band_cache=self._bands)
+        metrics = {key: float(coco[key.split("_")[0]][key.split("_")[1]])
+                   for key in COCO_KEYS}
         if self.metrics_fn is not None:
             metrics.update({k: float(v) for k, v in
                             self.metrics_fn(self._gt, predictions).items()})
         if self.log_dir and self.report_images:
             self.report = write_evaluation_report(
                 self.log_dir, self._gt, predictions, samples, self.dataset.class_names,
-                epoch=epoch)
+                epoch=epoch, coco_metrics=coco)
             log.info(describe_report(self.report))
         del predictions, coco, samples
         self._write_tensorboard(epoch, metrics, panel)
