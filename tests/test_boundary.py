@@ -15,7 +15,7 @@ from pycocotools import mask as mask_utils
 
 from mrcnn.evaluation.boundary import band_width, boundary_band, boundary_iou
 from mrcnn.evaluation.coco import evaluate_coco
-from tests.tiny_run import run
+from tests.demo_runs import run
 
 
 def rect(top, left, height, width, shape=(100, 100)):
