@@ -138,7 +138,7 @@ class PointRendHead(layers.Layer):
         """Adaptive subdivision to output_size: [N, S, S] logits of the class."""
         own = tf.gather(tf.transpose(coarse, [0, 3, 1, 2]), class_ids, batch_dims=1)
         own = tf.clip_by_value(own, 1e-6, 1 - 1e-6)
-        logits = tf.math.log(own) - tf.math.log1p(-own)                    # [N, h, h]
+        logits = tf.math.log(own) - tf.math.log(1.0 - own)                 # [N, h, h]
         side = int(coarse.shape[1])
         n = tf.shape(coarse)[0]
         for _ in range(subdivision_steps(side, self.output_size)):
