@@ -210,3 +210,40 @@ def test_matterport_head_is_unchanged_by_default():
     import keras
     names = [layer.name for layer in keras.Model(inputs, outputs).layers]
     assert "mrcnn_mask" in names and "mrcnn_point_head" not in names
+
+
+def test_subdivision_converts_to_onnx_and_openvino_without_loops(tmp_path):
+    """The inference head (two unrolled 2x steps) traced for the converted exports runs
+    in onnxruntime and OpenVINO with TensorFlow's numbers and no control flow."""
+    ort = pytest.importorskip("onnxruntime")
+    import tf2onnx
+    from mrcnn.heads.pointrend import PointRendHead
+    from mrcnn.ops.portable import portable
+    rng = np.random.default_rng(4)
+    b, r, h, c = 1, 6, 7, 4
+    y1x1 = rng.uniform(0, 0.6, (b, r, 2))
+    args = [rng.uniform(0.01, 0.99, (b, r, h, h, c)).astype(np.float32),
+            np.concatenate([np.zeros((b, r, 4)), rng.integers(1, c, (b, r, 1)),
+                            np.ones((b, r, 1))], -1).astype(np.float32),
+            np.concatenate([y1x1, y1x1 + rng.uniform(0.05, 0.4, (b, r, 2))],
+                           -1).astype(np.float32),
+            rng.normal(size=(b, 16, 16, 8)).astype(np.float32)]
+    head = PointRendHead(c, fc_size=16, mode="inference", subdivision_points=30,
+                         output_size=4 * h)
+    specs = [tf.TensorSpec(a.shape, tf.float32) for a in args]
+    fn = tf.function(lambda *a: head(list(a)), input_signature=specs, autograph=False)
+    want = fn(*args).numpy()
+    path = str(tmp_path / "head.onnx")
+    with portable():
+        proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=17,
+                                                 output_path=path)
+    ops = {node.op_type for node in proto.graph.node}
+    assert not ops & {"Loop", "Scan", "If"} and "TopK" in ops
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    feed = {i.name: a for i, a in zip(sess.get_inputs(), args)}
+    # onnxruntime's matrix products round differently (~1e-6 relative); the selected
+    # points are the same, so probabilities agree far below a pixel's 0.5 threshold
+    np.testing.assert_allclose(sess.run(None, feed)[0], want, atol=1e-4)
+    ov = pytest.importorskip("openvino")
+    compiled = ov.Core().compile_model(ov.convert_model(path), "CPU")
+    np.testing.assert_allclose(compiled(args)[0], want, atol=1e-4)
