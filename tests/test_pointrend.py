@@ -175,6 +175,12 @@ def test_pointrend_trains_and_detects_fine_masks(pointrend_run, shapes_data):
     trained = train.keras_model.get_layer("mrcnn_point_head")
     for a, b in zip(head.get_weights(), trained.get_weights()):
         np.testing.assert_array_equal(a, b)     # the checkpoint carried the point head
+    # a checkpoint tells which head it was trained with (runs rebuild it so)
+    from mrcnn.scaled_defaults import sizes_in_weights
+    from mrcnn.weights_io import read_weight_shapes
+    sizes = sizes_in_weights(read_weight_shapes(train.find_last()))
+    assert sizes["MASK_HEAD"] == "pointrend" and sizes["POINTREND_FC_SIZE"] == 64
+    assert sizes["POINTREND_FC_LAYERS"] == 3
     image = shapes_data[1].load_image(0)[:120, :100]
     molded, metas, _ = mold_inputs([image], config)
     anchors = infer.get_anchors(molded[0].shape)[None]
