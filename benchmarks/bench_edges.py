@@ -218,6 +218,43 @@ def _erode1(mask):
     return cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
 
 
+def _print_table(rows):
+    cols = ["head", "steps", "train img/s", "segm AP", "AP75", "boundary AP",
+            "boundary AP75", "ms/image"]
+    print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(r[c] if isinstance(r[c], str) else
+                                (str(r[c]) if isinstance(r[c], int) else f"{r[c]:.3g}")
+                                for c in cols) + " |")
+    return cols
+
+
+def _parallel(a):
+    """One process per head, started together, so both heads train under the same
+    machine load; returns (rows, results of the first val images per head)."""
+    import pickle
+    import subprocess
+    procs = {}
+    for head in a.heads.split(","):
+        out = os.path.join(a.out, head)
+        cmd = [sys.executable, os.path.abspath(__file__), "--heads", head, "--out", out,
+               "--minutes", str(a.minutes), "--train-images", str(a.train_images),
+               "--val-images", str(a.val_images), "--images-per-step",
+               str(a.images_per_step), "--save-results"]
+        log = open(os.path.join(a.out, f"{head}.log"), "w")
+        procs[head] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), out)
+    rows, all_results = [], {}
+    for head, (proc, out) in procs.items():
+        if proc.wait():
+            raise SystemExit(f"the {head} run failed; see {a.out}/{head}.log")
+        with open(os.path.join(out, "results.pkl"), "rb") as f:
+            row, results = pickle.load(f)
+        rows.append(row)
+        all_results[head] = results
+        print(row, flush=True)
+    return rows, all_results
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=8.0, help="training budget per head")
@@ -227,6 +264,10 @@ def main(argv=None):
     p.add_argument("--heads", default="matterport,pointrend")
     p.add_argument("--out", default="bench_edges_out")
     p.add_argument("--label", default="", help="e.g. 'under load'")
+    p.add_argument("--parallel", action="store_true",
+                   help="train the heads at the same time, one process each (on a shared "
+                        "machine both then see the same load)")
+    p.add_argument("--save-results", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     print(f"CPU: {cpu_line()}{' (' + a.label + ')' if a.label else ''}", flush=True)
@@ -235,24 +276,26 @@ def main(argv=None):
     val.load(a.val_images, seed=2)
     train.prepare()
     val.prepare()
-    rows, all_results = [], {}
-    for head in a.heads.split(","):
-        import keras
-        keras.utils.set_random_seed(0)
-        print(f"training {head} for {a.minutes:g} min ...", flush=True)
-        config, ckpt, steps, rate = train_head(head, train, a.minutes, a.out,
-                                               a.images_per_step)
-        row, results = score(head, config, ckpt, val)
-        all_results[head] = results
-        rows.append({"head": head, "steps": steps, "train img/s": rate, **row})
-        print(rows[-1], flush=True)
-    cols = ["head", "steps", "train img/s", "segm AP", "AP75", "boundary AP",
-            "boundary AP75", "ms/image"]
-    print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
-    for r in rows:
-        print("| " + " | ".join(r[c] if isinstance(r[c], str) else
-                                (str(r[c]) if isinstance(r[c], int) else f"{r[c]:.3g}")
-                                for c in cols) + " |")
+    if a.parallel:
+        rows, all_results = _parallel(a)
+    else:
+        rows, all_results = [], {}
+        for head in a.heads.split(","):
+            import keras
+            keras.utils.set_random_seed(0)
+            print(f"training {head} for {a.minutes:g} min ...", flush=True)
+            config, ckpt, steps, rate = train_head(head, train, a.minutes, a.out,
+                                                   a.images_per_step)
+            row, results = score(head, config, ckpt, val)
+            all_results[head] = results
+            rows.append({"head": head, "steps": steps, "train img/s": rate, **row})
+            print(rows[-1], flush=True)
+    if a.save_results:
+        import pickle
+        with open(os.path.join(a.out, "results.pkl"), "wb") as f:
+            pickle.dump((rows[0], all_results[rows[0]["head"]][:4]), f)
+        return
+    cols = _print_table(rows)
     with open(os.path.join(a.out, "edges.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, cols)
         w.writeheader()
