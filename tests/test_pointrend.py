@@ -8,14 +8,16 @@ from mrcnn.config import Config, ConfigError
 from mrcnn.ops import points as point_ops
 
 
-def np_bilinear(grid, points, rows):
-    """Reference: half-pixel centres, border replication; grid [G, H, W, C]."""
+def np_bilinear(grid, points, rows, corners=False):
+    """Reference: half-pixel centres (or outer centres at 0 and 1 with corners), border
+    replication; grid [G, H, W, C]."""
     _, h, w, _ = grid.shape
     out = np.zeros(points.shape[:2] + (grid.shape[-1],), np.float64)
     for n in range(points.shape[0]):
         for p in range(points.shape[1]):
-            y = min(max(points[n, p, 0] * h - 0.5, 0), h - 1)
-            x = min(max(points[n, p, 1] * w - 0.5, 0), w - 1)
+            py, px = points[n, p]
+            y, x = (py * (h - 1), px * (w - 1)) if corners else (py * h - 0.5, px * w - 0.5)
+            y, x = min(max(y, 0), h - 1), min(max(x, 0), w - 1)
             y0, x0 = int(np.floor(y)), int(np.floor(x))
             y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
             dy, dx = y - y0, x - x0
@@ -33,6 +35,9 @@ def test_bilinear_sample_matches_numpy():
     got = point_ops.bilinear_sample(tf.constant(grid), tf.constant(pts), tf.constant(rows))
     # float32 products of values |v| < 5 against float64: 1e-5 is ~20 ulps of 5
     np.testing.assert_allclose(got.numpy(), np_bilinear(grid, pts, rows), atol=1e-5)
+    got = point_ops.bilinear_sample(tf.constant(grid), tf.constant(pts), tf.constant(rows),
+                                    corners=True)
+    np.testing.assert_allclose(got.numpy(), np_bilinear(grid, pts, rows, True), atol=1e-5)
     # pixel centres return the pixel itself
     centre = np.array([[[(2 + 0.5) / 5, (3 + 0.5) / 7]]], np.float32)
     one = point_ops.bilinear_sample(tf.constant(grid[:1]), tf.constant(centre))
@@ -80,7 +85,7 @@ def test_subdivision_step_replaces_only_the_most_uncertain_cells():
         pts = point_ops.grid_points(tf.constant(idx[None]), 2 * h)
         fine = point_ops.bilinear_sample(
             tf.constant(p2), point_ops.roi_to_image_points(tf.constant(rois[0, i:i + 1]), pts),
-            tf.constant([0]))
+            tf.constant([0]), corners=True)
         at = point_ops.bilinear_sample(tf.constant(coarse[0, i:i + 1]), pts)
         new = head.point_logits(fine, at).numpy()[0, :, cls]
         want = up.ravel().copy()

@@ -92,7 +92,7 @@ class PointRendHead(layers.Layer):
         """Point features at points [N, P, 2] (box-relative) of rois [N, 4] of images
         rows [N]: P2 at the image position [N, P, F] and the coarse probabilities [N, P, C]."""
         fine = point_ops.bilinear_sample(p2, point_ops.roi_to_image_points(rois, points),
-                                         rows)
+                                         rows, corners=True)
         return tf.cast(fine, tf.float32), point_ops.bilinear_sample(coarse_flat, points)
 
     def call(self, inputs):

@@ -2,8 +2,10 @@
 2x bilinear up-sampling and the choice of uncertain points.
 
 Coordinates: a point (y, x) lies in [0, 1]^2 of its grid's extent (a box's mask, or the
-whole image for a feature map). Pixel i of a grid of n pixels covers [i/n, (i+1)/n], so
-its centre is (i + 0.5) / n, as in ROI align and tf.image.resize (half-pixel centres).
+whole image for a feature map). In a box's mask, pixel i of n covers [i/n, (i+1)/n], so
+its centre is (i + 0.5) / n, as the mask is pasted (half-pixel centres, as
+tf.image.resize). Feature maps are read in matterport's normalised image coordinates,
+where 0 and 1 are the outer pixels' centres, as ROI align reads them (corners=True).
 Points beyond the outer pixel centres take the border pixel's value.
 
 Every function is plain TensorFlow with static ranks and no loops, so the graphs they
@@ -12,18 +14,24 @@ build convert to ONNX and OpenVINO (Gather, TopK, ScatterND).
 import tensorflow as tf
 
 
-def bilinear_sample(grid, points, rows=None):
+def bilinear_sample(grid, points, rows=None, corners=False):
     """Bilinear samples of grid at points.
 
     grid: [G, H, W, C] float; points: [N, P, 2] (y, x) in [0, 1] of the grid's extent;
     rows: [N] int, which grid each point row samples (None: row n samples grid n, N = G).
+    corners: 0 and 1 are the outer pixels' centres (matterport's normalised image
+    coordinates, as ROI align reads the pyramid) instead of the grid's outer edges.
     Returns [N, P, C] in grid's dtype.
     """
     shape = tf.shape(grid)
     h, w, c = shape[1], shape[2], shape[3]
     hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
-    y = tf.clip_by_value(points[..., 0] * hf - 0.5, 0.0, hf - 1.0)      # [N, P] pixel
-    x = tf.clip_by_value(points[..., 1] * wf - 0.5, 0.0, wf - 1.0)
+    if corners:
+        y, x = points[..., 0] * (hf - 1.0), points[..., 1] * (wf - 1.0)
+    else:
+        y, x = points[..., 0] * hf - 0.5, points[..., 1] * wf - 0.5
+    y = tf.clip_by_value(y, 0.0, hf - 1.0)                              # [N, P] pixel
+    x = tf.clip_by_value(x, 0.0, wf - 1.0)
     y0f, x0f = tf.floor(y), tf.floor(x)
     wy, wx = (y - y0f)[..., None], (x - x0f)[..., None]                 # [N, P, 1]
     y0, x0 = tf.cast(y0f, tf.int32), tf.cast(x0f, tf.int32)
