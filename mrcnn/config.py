@@ -128,6 +128,24 @@ class Config:
     # Shape of the output mask; change the mask head too when changing it.
     MASK_SHAPE = [28, 28]
 
+    # Mask head: "matterport" (MASK_SHAPE probabilities per box, matterport's head and
+    # weights) or "pointrend": the same head's mask as a coarse prediction, refined by a
+    # point head at the most uncertain points up to MASK_OUTPUT_SIZE x MASK_OUTPUT_SIZE
+    # (mrcnn/heads/pointrend.py). Give PointRend mini-masks at least as fine as its
+    # training targets (MINI_MASK_SHAPE >= 4 x MASK_SHAPE, or USE_MINI_MASK = False).
+    MASK_HEAD = "matterport"
+    # Side of PointRend's refined mask: MASK_SHAPE times a power of 2 (e.g. 112, 224).
+    MASK_OUTPUT_SIZE = 112
+    # Point head: hidden layers and their width (the layout's width with LAYOUT "scaled").
+    POINTREND_FC_LAYERS = 3
+    POINTREND_FC_SIZE = 256
+    # Training points per ROI (N), oversampling (k) and the share of uncertain points (beta).
+    POINTREND_TRAIN_POINTS = 196
+    POINTREND_OVERSAMPLE = 3
+    POINTREND_IMPORTANCE = 0.75
+    # Points refined per subdivision step at inference.
+    POINTREND_SUBDIVISION_POINTS = 784
+
     # Maximum ground truth instances per image.
     MAX_GT_INSTANCES = 100
 
@@ -317,6 +335,7 @@ class Config:
             self._fail(f"MASK_SHAPE {list(self.MASK_SHAPE)} must be twice MASK_POOL_SIZE "
                        f"({self.MASK_POOL_SIZE}) since the mask head upsamples once; set "
                        f"MASK_SHAPE = [{2 * self.MASK_POOL_SIZE}, {2 * self.MASK_POOL_SIZE}].")
+        self._validate_mask_head()
         if self.TRAIN_ROIS_PER_IMAGE > self.POST_NMS_ROIS_TRAINING:
             self._fail(f"TRAIN_ROIS_PER_IMAGE ({self.TRAIN_ROIS_PER_IMAGE}) exceeds "
                        f"POST_NMS_ROIS_TRAINING ({self.POST_NMS_ROIS_TRAINING}); lower it.")
@@ -336,6 +355,45 @@ class Config:
             if self.NECK not in NECKS:
                 self._fail(f"NECK {self.NECK!r} is unknown; valid names are "
                            f"{', '.join(sorted(NECKS))} (or None for the backbone's default).")
+
+    def _validate_mask_head(self):
+        if self.MASK_HEAD not in ("matterport", "pointrend"):
+            self._fail(f"MASK_HEAD is {self.MASK_HEAD!r}; use 'matterport' (the 28x28 head "
+                       "of matterport's weights) or 'pointrend' (refined masks).")
+        if self.MASK_HEAD != "pointrend":
+            return
+        side, out = int(self.MASK_SHAPE[0]), self.MASK_OUTPUT_SIZE
+        ratio = out / side if isinstance(out, (int, np.integer)) and out > 0 else 0
+        if ratio < 1 or ratio != 2 ** round(np.log2(ratio)):
+            self._fail(f"MASK_OUTPUT_SIZE is {out!r}; PointRend doubles the coarse "
+                       f"{side}x{side} mask per step, so use {side} times a power of 2 "
+                       f"(e.g. {4 * side}).")
+        for name in ("POINTREND_FC_LAYERS", "POINTREND_FC_SIZE", "POINTREND_TRAIN_POINTS",
+                     "POINTREND_SUBDIVISION_POINTS"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                self._fail(f"{name} must be a positive integer, got {v!r}.")
+        if not self.POINTREND_OVERSAMPLE >= 1:
+            self._fail(f"POINTREND_OVERSAMPLE must be >= 1 (random points drawn per kept "
+                       f"point), got {self.POINTREND_OVERSAMPLE}; PointRend uses 3.")
+        if not 0 <= self.POINTREND_IMPORTANCE <= 1:
+            self._fail(f"POINTREND_IMPORTANCE is the share of uncertain training points, "
+                       f"in [0, 1]; got {self.POINTREND_IMPORTANCE}; PointRend uses 0.75.")
+
+    def mask_target_shape(self):
+        """(h, w) of the training mask targets: MASK_SHAPE, or for PointRend a finer crop
+        (up to 4x MASK_SHAPE, at most MASK_OUTPUT_SIZE) that the point loss samples."""
+        if self.MASK_HEAD != "pointrend":
+            return tuple(int(v) for v in self.MASK_SHAPE)
+        side = int(self.MASK_SHAPE[0]) * min(4, self.MASK_OUTPUT_SIZE // int(self.MASK_SHAPE[0]))
+        return (side, side)
+
+    def mask_output_shape(self):
+        """(h, w, channels) of the inference graph's mrcnn_mask per detection: matterport's
+        MASK_SHAPE x NUM_CLASSES, or PointRend's refined mask of the detected class."""
+        if self.MASK_HEAD == "pointrend":
+            return (int(self.MASK_OUTPUT_SIZE), int(self.MASK_OUTPUT_SIZE), 1)
+        return (int(self.MASK_SHAPE[0]), int(self.MASK_SHAPE[1]), int(self.NUM_CLASSES))
 
     # ------------------------------------------------------------------ display
     def to_dict(self):

@@ -11,6 +11,7 @@ from mrcnn.backbones import get_backbone
 from mrcnn.heads.attributes import attribute_head
 from mrcnn.heads.box import box_head
 from mrcnn.heads.mask import mask_head
+from mrcnn.heads.pointrend import point_head_from_config
 from mrcnn.heads.rpn import RPNHead
 from mrcnn.layers import (ActiveClassIds, ConstantAnchors, DetectionLayer, DetectionTargetLayer,
                           GatherRois, NormBoxes, PadRows, PositiveRows, ProposalLayer,
@@ -53,6 +54,10 @@ def _mask_branch(rois, input_image_meta, pyramid, config):
                              name="roi_align_mask")([rois, input_image_meta] + maps)
     return mask_head(pooled, config.NUM_CLASSES, train_bn=config.TRAIN_BN,
                      depth=config.MASK_HEAD_DEPTH, convs=config.MASK_HEAD_CONVS)
+
+
+def _pointrend(config):
+    return getattr(config, "MASK_HEAD", "matterport") == "pointrend"
 
 
 def _rpn(pyramid, config):
@@ -99,7 +104,9 @@ def build_training_graph(config):
                      inputs["input_gt_masks"]]
     if config.NUM_ATTRIBUTES:
         target_inputs.append(inputs["input_gt_attributes"])
-    targets = DetectionTargetLayer(config, name="proposal_targets")(target_inputs)
+    # PointRend's point loss samples a finer crop of the ground truth (see losses.py).
+    targets = DetectionTargetLayer(config, mask_shape=config.mask_target_shape(),
+                                   name="proposal_targets")(target_inputs)
     rois, target_class_ids, target_bbox, target_mask = targets[:4]
 
     class_logits, class_probs, bbox, shared = _heads(rois, meta, pyramid, config)
@@ -109,7 +116,8 @@ def build_training_graph(config):
 
     def first(x, name):
         return PositiveRows(positives, config.STATIC_SHAPES, name=name)(x, target_class_ids)
-    masks = _mask_branch(first(rois, "positive_rois"), meta, pyramid, config)
+    positive_rois = first(rois, "positive_rois")
+    masks = _mask_branch(positive_rois, meta, pyramid, config)
     outputs = {
         "rpn_class_logits": rpn_class_logits, "rpn_class": rpn_class, "rpn_bbox": rpn_bbox,
         "rpn_rois": rpn_rois, "rois": rois, "active_class_ids": active_class_ids,
@@ -119,6 +127,11 @@ def build_training_graph(config):
         "mrcnn_class_logits": class_logits,
         "mrcnn_class": class_probs, "mrcnn_bbox": bbox, "mrcnn_mask": masks,
     }
+    if _pointrend(config):
+        # [B, P, N] point logits of the ROI's class, [B, P, N, 2] their box-relative points
+        point_logits, points = point_head_from_config(config, "training")(
+            [masks, outputs["mask_target_class_ids"], positive_rois, pyramid["P2"]])
+        outputs["mrcnn_point_logits"], outputs["mrcnn_points"] = point_logits, points
     if config.NUM_ATTRIBUTES:
         attr_logits, _ = attribute_head(shared, config.NUM_ATTRIBUTES, config.ATTRIBUTE_FC_SIZE)
         outputs["mrcnn_attr_logits"] = attr_logits
@@ -150,12 +163,16 @@ def build_inference_graph(config):
     # The mask head runs on the valid detections only, then pads back to a fixed size.
     det_boxes = ValidDetectionBoxes(name="detection_boxes")(detections)
     masks = _mask_branch(det_boxes, input_image_meta, pyramid, config)
+    if _pointrend(config):
+        # [B, n, S, S, 1]: the detected class's mask refined to MASK_OUTPUT_SIZE
+        masks = point_head_from_config(config, "inference")(
+            [masks, detections, det_boxes, pyramid["P2"]])
     masks = PadRows(config.DETECTION_MAX_INSTANCES, name="mrcnn_mask_padded")(masks)
     outputs = {
         "detections": detections,      # [B, D, (y1, x1, y2, x2, class_id, score)] normalised
         "mrcnn_class": class_probs,    # [B, R, NUM_CLASSES]
         "mrcnn_bbox": bbox,            # [B, R, NUM_CLASSES, (dy, dx, log(dh), log(dw))]
-        "mrcnn_mask": masks,           # [B, D, h, w, NUM_CLASSES]
+        "mrcnn_mask": masks,           # [B, D, h, w, NUM_CLASSES] (PointRend: [B, D, S, S, 1])
         "rpn_rois": rpn_rois,          # [B, R, (y1, x1, y2, x2)] normalised
         "rpn_class": rpn_class,        # [B, A, 2]
         "rpn_bbox": rpn_bbox,          # [B, A, 4]

@@ -151,6 +151,16 @@ def paste_mask(mask, box, full, threshold=MASK_THRESHOLD):
 _paste_mask = paste_mask  # the name mrcnn.export.results used to look for
 
 
+def class_masks(mrcnn_mask, class_ids):
+    """Each detection's mask of its class: mrcnn_mask [N', h, w, C] with C = NUM_CLASSES
+    (one plane per class), or C = 1 (PointRend: the detected class's plane already),
+    and class_ids [N] -> [N, h, w] for the first N rows."""
+    n = len(class_ids)
+    if mrcnn_mask.shape[-1] == 1:
+        return mrcnn_mask[:n, :, :, 0]
+    return mrcnn_mask[np.arange(n), :, :, class_ids]
+
+
 def boxes_to_original(boxes, window, image_shape, original_image_shape):
     """Normalised boxes [N, 4] in the molded image -> int32 pixel boxes [N, 4] of the
     original image (y2/x2 exclusive), clipped to it: the window's shift and scale undone."""
@@ -168,7 +178,7 @@ def unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape,
     """One image's detections, in the molded image's frame -> matterport's result dict.
 
     detections: [D, (y1, x1, y2, x2, class_id, score)] normalised, zero padded;
-    mrcnn_mask: [D, h, w, num_classes]. Returns rois, class_ids, scores, masks
+    mrcnn_mask: [D, h, w, num_classes] (or [D, h, w, 1], see class_masks). Returns rois, class_ids, scores, masks
     [H, W, N] bool (in original image coordinates), mask_scores and, when attributes
     [D, NA] are given, attribute_probabilities.
     """
@@ -177,7 +187,7 @@ def unmold_detections(detections, mrcnn_mask, original_image_shape, image_shape,
     boxes = detections[:n, :4]
     class_ids = detections[:n, 4].astype(np.int32)
     scores = detections[:n, 5]
-    masks = mrcnn_mask[np.arange(n), :, :, class_ids]
+    masks = class_masks(mrcnn_mask, class_ids)
     boxes = boxes_to_original(boxes, window, image_shape, original_image_shape)
     keep = np.where((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 0)[0]
     boxes, class_ids, scores, masks = boxes[keep], class_ids[keep], scores[keep], masks[keep]

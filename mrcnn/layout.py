@@ -13,6 +13,7 @@ EfficientNet-Bn takes row n, as EfficientDet-Dn), whose columns give
     MASK_HEAD_DEPTH            the width
     MASK_HEAD_CONVS            the row's count of mask convolutions
     ATTRIBUTE_FC_SIZE          2 x the width (matterport-era 512 : 256)
+    POINTREND_FC_SIZE          the width (PointRend's 256 at matterport's 256)
     TRAIN_ROIS_PER_IMAGE       the row's share of the image size's ROI count
                                (mrcnn.config_io.size_settings: more ROIs for
                                larger images, as matterport's 200 at 1024 px)
@@ -50,7 +51,8 @@ MATTERPORT = {"TOP_DOWN_PYRAMID_SIZE": 256, "RPN_CONV_DEPTH": 512,
               "FPN_CLASSIF_FC_LAYERS_SIZE": 1024, "MASK_HEAD_DEPTH": 256,
               "MASK_HEAD_CONVS": 4}
 # The attributes a layout decides (ROI counts come from the image size, then the row).
-SIZED = tuple(MATTERPORT) + ("ATTRIBUTE_FC_SIZE", "TRAIN_ROIS_PER_IMAGE")
+SIZED = tuple(MATTERPORT) + ("ATTRIBUTE_FC_SIZE", "TRAIN_ROIS_PER_IMAGE",
+                             "POINTREND_FC_SIZE")
 
 
 def efficientnet_variant(backbone):
@@ -95,6 +97,7 @@ def scaled_sizes(backbone, train_rois=200):
     return {"TOP_DOWN_PYRAMID_SIZE": w, "RPN_CONV_DEPTH": w,
             "FPN_CLASSIF_FC_LAYERS_SIZE": 4 * w, "MASK_HEAD_DEPTH": w,
             "MASK_HEAD_CONVS": MASK_CONVS[row], "ATTRIBUTE_FC_SIZE": 2 * w,
+            "POINTREND_FC_SIZE": w,
             "TRAIN_ROIS_PER_IMAGE": max(32, int(round(train_rois * ROI_SHARE[row])))}
 
 
@@ -144,6 +147,10 @@ def sizes_in_weights(shapes):
     if convs:
         out["MASK_HEAD_CONVS"] = len(convs)
         out["MASK_HEAD_DEPTH"] = int(shapes["mrcnn_mask_conv1"][0][3])
+    point = shapes.get("mrcnn_point_head")
+    if point:                                         # fc1 kernel [P2 + classes, fc]
+        out["MASK_HEAD"], out["POINTREND_FC_SIZE"] = "pointrend", int(point[0][1])
+        out["POINTREND_FC_LAYERS"] = (len(point) - 2) // 2
     attr = shapes.get("mrcnn_attr_fc")
     if attr:                                          # kernel [fc, attribute fc]
         out["ATTRIBUTE_FC_SIZE"] = int(attr[0][1])

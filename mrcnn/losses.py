@@ -95,6 +95,39 @@ def mrcnn_mask_loss(target_masks, target_class_ids, pred_masks):
     return _safe_mean(tf.reduce_sum(tf.reduce_mean(bce, [2, 3]) * pos), tf.reduce_sum(pos))
 
 
+def coarse_mask_targets(target_masks, mask_shape):
+    """Fine 0/1 targets [B, T, H, W] (H a multiple of mask_shape's h) -> [B, T, h, w] 0/1:
+    each cell is the fine cells' mean rounded at 0.5 (PointRend's coarse mask target)."""
+    h, w = int(mask_shape[0]), int(mask_shape[1])
+    if target_masks.shape[2] == h and target_masks.shape[3] == w:
+        return target_masks
+    fy, fx = int(target_masks.shape[2]) // h, int(target_masks.shape[3]) // w
+    shape = tf.shape(target_masks)
+    y = tf.reshape(tf.cast(target_masks, tf.float32),
+                   tf.stack([shape[0], shape[1], h, fy, w, fx]))
+    return tf.cast(tf.reduce_mean(y, [3, 5]) >= 0.5, tf.float32)
+
+
+def mrcnn_point_loss(target_masks, target_class_ids, point_logits, points):
+    """PointRend's point loss: binary cross-entropy of the class's logits at the points
+    against the ground-truth mask sampled bilinearly there and thresholded at 0.5, on
+    positive ROIs.
+
+    target_masks: [B, T, H, W] 0/1; target_class_ids: [B, T]; point_logits: [B, T, N];
+    points: [B, T, N, 2] (y, x) in [0, 1] of the ROI.
+    """
+    from mrcnn.ops.points import bilinear_sample
+    pos = tf.cast(tf.cast(target_class_ids, tf.int32) > 0, tf.float32)  # [B, T]
+    shape = tf.shape(points)
+    masks = tf.cast(target_masks, tf.float32)
+    grids = tf.reshape(masks, tf.concat([[-1], tf.shape(masks)[2:], [1]], 0))  # [BT, H, W, 1]
+    labels = bilinear_sample(grids, tf.reshape(points, tf.stack([-1, shape[2], 2])))
+    labels = tf.cast(tf.reshape(labels, shape[:3]) >= 0.5, tf.float32)  # [B, T, N]
+    bce = tf.nn.sigmoid_cross_entropy_with_logits(
+        labels=labels, logits=tf.cast(point_logits, tf.float32))        # [B, T, N]
+    return _safe_mean(tf.reduce_sum(tf.reduce_mean(bce, -1) * pos), tf.reduce_sum(pos))
+
+
 def mrcnn_attr_loss(target_attributes, target_class_ids, attr_logits, kind="sigmoid",
                     gamma=2.0, alpha=0.25):
     """Multi-label attribute loss on positive ROIs ("sigmoid" BCE or "focal").
@@ -135,10 +168,14 @@ def compute_losses(inputs, outputs, config):
                                              outputs["active_class_ids"]),
         "mrcnn_bbox_loss": mrcnn_bbox_loss(outputs["target_bbox"],
                                            outputs["target_class_ids"], outputs["mrcnn_bbox"]),
-        "mrcnn_mask_loss": mrcnn_mask_loss(outputs["target_mask"],
-                                           outputs["mask_target_class_ids"],
-                                           outputs["mrcnn_mask"]),
+        "mrcnn_mask_loss": mrcnn_mask_loss(
+            coarse_mask_targets(outputs["target_mask"], outputs["mrcnn_mask"].shape[2:4]),
+            outputs["mask_target_class_ids"], outputs["mrcnn_mask"]),
     }
+    if "mrcnn_point_logits" in outputs:
+        losses["mrcnn_point_loss"] = mrcnn_point_loss(
+            outputs["target_mask"], outputs["mask_target_class_ids"],
+            outputs["mrcnn_point_logits"], outputs["mrcnn_points"])
     if "mrcnn_attr_logits" in outputs:
         losses["mrcnn_attr_loss"] = mrcnn_attr_loss(
             outputs["target_attributes"], outputs["target_class_ids"],

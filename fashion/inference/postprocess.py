@@ -23,7 +23,8 @@ With the run's own settings (no tuning, one view) `finish` gives detect()'s dete
 """
 import numpy as np
 
-from mrcnn.inference import MASK_THRESHOLD, boxes_to_original, mold_inputs, paste_mask
+from mrcnn.inference import (MASK_THRESHOLD, boxes_to_original, class_masks, mold_inputs,
+                             paste_mask)
 
 OVERLAPS = ("keep", "suppress", "merge")
 COVER = 0.5          # share of the smaller mask inside the other that makes an overlap
@@ -66,7 +67,7 @@ def unmold_raw(outs, original_shape, molded_shape, window):
     rois = boxes_to_original(nboxes, window, molded_shape, original_shape)
     raw = {"nboxes": nboxes, "rois": rois, "class_ids": class_ids,
            "scores": detections[:n, 5], "shape": tuple(original_shape[:2]),
-           "soft": mrcnn_mask[np.arange(n), :, :, class_ids].astype(np.float32)}
+           "soft": class_masks(mrcnn_mask, class_ids).astype(np.float32)}
     if outs.get("attributes") is not None:
         raw["attribute_probabilities"] = outs["attributes"][0][:n].astype(np.float32)
     return raw

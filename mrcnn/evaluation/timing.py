@@ -36,8 +36,9 @@ def _fake_detections(config, rng):
     classes = rng.integers(1, int(config.NUM_CLASSES), d)
     detections = np.concatenate([boxes, classes[:, None], rng.uniform(0.05, 1, (d, 1))],
                                 axis=1).astype(np.float32)
-    h, w = config.MASK_SHAPE
-    masks = rng.uniform(0, 1, (d, h, w, int(config.NUM_CLASSES))).astype(np.float32)
+    shape = config.mask_output_shape() if hasattr(config, "mask_output_shape") else \
+        tuple(config.MASK_SHAPE) + (int(config.NUM_CLASSES),)
+    masks = rng.uniform(0, 1, (d,) + tuple(shape)).astype(np.float32)
     return detections, masks
 
 

@@ -59,7 +59,9 @@ def labels_metadata(config, class_names=None, attribute_names=None, fmt="saved_m
         "resize": "matterport resize_image 'square' (IMAGE_MIN_DIM, IMAGE_MAX_DIM, "
                   "IMAGE_MIN_SCALE), bilinear, zero padding",
         "max_detections": int(config.DETECTION_MAX_INSTANCES),
-        "mask_shape": [int(s) for s in config.MASK_SHAPE],
+        "mask_shape": [int(s) for s in (config.mask_output_shape()[:2]
+                                        if hasattr(config, "mask_output_shape")
+                                        else config.MASK_SHAPE)],
         "outputs": {k: OUTPUT_DOCS[k] for k in output_names(config)},
         "config": _json_safe(config.to_dict()),
         "extra": _json_safe(dict(extra or {})),

@@ -29,7 +29,7 @@ from mrcnn.export.metadata import ExportError
 from mrcnn.fileio import atomic_directory, write_json
 
 FLOAT32_LAYERS = ("rpn_class_raw", "rpn_bbox_pred", "mrcnn_class_logits", "mrcnn_bbox_fc",
-                  "mrcnn_attr_logits", "mrcnn_mask")
+                  "mrcnn_attr_logits", "mrcnn_mask", "mrcnn_point_head")
 # OpenVINO node types NNCF would otherwise quantize (it quantizes elementwise inputs
 # too, which would round the box arithmetic and the ROI align interpolation).
 OPENVINO_FLOAT_TYPES = ("Add", "Multiply", "Subtract", "Divide", "Sqrt", "LessEqual",

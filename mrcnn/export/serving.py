@@ -99,9 +99,8 @@ def run_model(model, config, molded, metas, raw_out=None):
     receives the model's named outputs."""
     side = int(config.IMAGE_MAX_DIM)
     anchors = tf.constant(norm_anchors(config, (side, side)).astype(np.float32)[None])
-    d, (mh, mw) = int(config.DETECTION_MAX_INSTANCES), config.MASK_SHAPE
-    spec = (tf.TensorSpec([d, 6], tf.float32),
-            tf.TensorSpec([d, int(mh), int(mw), int(config.NUM_CLASSES)], tf.float32))
+    d, (mh, mw, mc) = int(config.DETECTION_MAX_INSTANCES), config.mask_output_shape()
+    spec = (tf.TensorSpec([d, 6], tf.float32), tf.TensorSpec([d, mh, mw, mc], tf.float32))
     if config.NUM_ATTRIBUTES:
         spec += (tf.TensorSpec([d, int(config.NUM_ATTRIBUTES)], tf.float32),)
     if molded.shape[0] == 1:                       # one image: no loop (ONNX, TFLite)
@@ -130,8 +129,11 @@ def serving_outputs(model, config, molded, metas, ties=False):
     # ... whose pixel boxes have a positive area.
     area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
     keep = valid & (area > 0)
-    masks = tf.gather(tf.transpose(masks, [0, 1, 4, 2, 3]), tf.maximum(class_ids, 0),
-                      axis=2, batch_dims=2)                             # [B, D, h, w]
+    if masks.shape[-1] == 1:                    # PointRend: the detected class's mask
+        masks = masks[..., 0]                                           # [B, D, S, S]
+    else:
+        masks = tf.gather(tf.transpose(masks, [0, 1, 4, 2, 3]), tf.maximum(class_ids, 0),
+                          axis=2, batch_dims=2)                         # [B, D, h, w]
     tensors = [det, masks] + ([attrs] if attrs is not None else [])
     if ties:
         from mrcnn.export.ties import tie_outputs

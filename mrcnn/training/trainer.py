@@ -148,6 +148,10 @@ class MaskRCNNTrainModel(KeepValidationIterator, ReplicaSafeBuild, keras.Model):
                               if isinstance(inputs, dict) else {})
         names = ["loss"] + [n for n in config.LOSS_WEIGHTS
                             if n != "mrcnn_attr_loss" or config.NUM_ATTRIBUTES]
+        if getattr(config, "MASK_HEAD", "matterport") == "pointrend":
+            names += [] if "mrcnn_point_loss" in names else ["mrcnn_point_loss"]
+        else:
+            names = [n for n in names if n != "mrcnn_point_loss"]
         self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
 
     @property
