@@ -33,59 +33,6 @@ HEADS = {"matterport": {"MASK_HEAD": "matterport"},
          "pointrend": {"MASK_HEAD": "pointrend", "MASK_OUTPUT_SIZE": 112}}
 
 
-# ---------------------------------------------------------------- boundary AP
-# MINIMAL STAND-IN, to be replaced by the library's boundary AP
-# (mrcnn.evaluation.coco.evaluate_coco(..., iou_types=("bbox", "segm", "boundary")))
-# once it is merged: Boundary IoU (Cheng et al. 2021) with the official dilation ratio
-# 0.02 of the image diagonal, and boundary AP = COCO AP with IoU = min(mask IoU,
-# boundary IoU), as the official boundary-iou-api computes it.
-def _boundary(mask, d):
-    import cv2
-    m = mask.astype(np.uint8)
-    padded = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
-    eroded = cv2.erode(padded, np.ones((3, 3), np.uint8), iterations=d)[1:-1, 1:-1]
-    return (m - eroded).astype(bool)
-
-
-def boundary_scores(gt, predictions):
-    """{'AP', 'AP50', 'AP75'} of boundary AP (see the comment above)."""
-    from pycocotools import mask as mask_utils
-    from pycocotools.cocoeval import COCOeval
-
-    from mrcnn.evaluation.coco import _maybe_quiet, build_gt_coco
-
-    class BoundaryEval(COCOeval):
-        def computeIoU(self, img_id, cat_id):
-            gts, dts = self._gts[img_id, cat_id], self._dts[img_id, cat_id]
-            if not gts or not dts:
-                return []
-            order = np.argsort([-d["score"] for d in dts], kind="mergesort")
-            dts = [dts[i] for i in order][:self.params.maxDets[-1]]
-            g = [mask_utils.decode(x["segmentation"]) for x in gts]
-            p = [mask_utils.decode(x["segmentation"]) for x in dts]
-            h, w = g[0].shape
-            d = max(1, int(round(0.02 * np.hypot(h, w))))
-            gb, pb = [_boundary(x, d) for x in g], [_boundary(x, d) for x in p]
-            out = np.zeros((len(p), len(g)))
-            for i in range(len(p)):
-                for j in range(len(g)):
-                    inter = np.logical_and(p[i], g[j]).sum()
-                    union = np.logical_or(p[i], g[j]).sum()
-                    b_inter = np.logical_and(pb[i], gb[j]).sum()
-                    b_union = np.logical_or(pb[i], gb[j]).sum()
-                    out[i, j] = min(inter / max(union, 1), b_inter / max(b_union, 1))
-            return out
-
-    coco_gt = build_gt_coco(gt)
-    with _maybe_quiet(True):
-        coco_dt = coco_gt.loadRes([dict(p) for p in predictions])
-        ev = BoundaryEval(coco_gt, coco_dt, "segm")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return {"AP": float(ev.stats[0]), "AP50": float(ev.stats[1]), "AP75": float(ev.stats[2])}
-
-
 # ---------------------------------------------------------------- training / scoring
 def make_config(head, images_per_step):
     from fashion.config import make_config as fashion_config
@@ -170,8 +117,9 @@ def score(head, config, checkpoint, val):
             preds.append({"image_id": int(image_id), "category_id": int(r["class_ids"][k]),
                           "score": float(r["scores"][k]), "segmentation": rle,
                           "bbox": [x1, y1, x2 - x1, y2 - y1]})
-    coco = evaluate_coco(gt, preds, iou_types=("bbox", "segm"), per_class=False)
-    boundary = boundary_scores(gt, preds) if preds else {"AP": 0.0, "AP75": 0.0}
+    # boundary AP: COCO AP on min(mask IoU, Boundary IoU), mrcnn.evaluation.boundary
+    coco = evaluate_coco(gt, preds, iou_types=("bbox", "segm", "boundary"), per_class=False)
+    boundary = coco["boundary"]
     row = {"segm AP": coco["segm"]["AP"], "AP75": coco["segm"]["AP75"],
            "boundary AP": boundary["AP"], "boundary AP75": boundary["AP75"],
            "ms/image": 1000 * seconds / len(val.image_ids)}
