@@ -15,6 +15,7 @@ MOVED = {
     "fashion.detections": "fashion.inference.outputs",
     "fashion.detector": "fashion.inference.detector",
     "fashion.export_eval": "fashion.commands.export_eval",
+    "fashion.groundtruth": "fashion.data.fashion_dataset",  # gt_coco
     "fashion.labels": "fashion.data.labels",
     "fashion.postprocess": "fashion.inference.postprocess",
     "fashion.records": "fashion.data.shards",

@@ -501,3 +501,11 @@ def decode_annotation(ann, h, w, where):
     if "ellipse" in ann:  # VIA circles and ellipses, labelme circles
         return ellipse_mask(ann["ellipse"], h, w)
     return polygons_to_mask(ann["polygons"], h, w)
+
+
+def gt_coco(dataset, image_ids=None, progress=None):
+    """COCO-format ground truth of a FashionDataset with its source's category ids: the
+    old name (fashion.groundtruth.gt_coco) of mrcnn.evaluation.groundtruth's
+    dataset_ground_truth(dataset, image_ids, dataset.category_ids), kept for one release."""
+    from mrcnn.evaluation.groundtruth import dataset_ground_truth
+    return dataset_ground_truth(dataset, image_ids, dataset.category_ids, progress)
