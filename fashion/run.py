@@ -147,13 +147,17 @@ class Run:
     @property
     def image_size(self):
         """The inference model's square input side."""
-        return int(self.flags["image_size"] or self.values().get("IMAGE_MAX_DIM") or 1024)
+        return self._side(self.values())
+
+    def _side(self, values):
+        """The square input side of a model built from `values`."""
+        return int(self.flags["image_size"] or values.get("IMAGE_MAX_DIM") or 1024)
 
     def config(self, **overrides):
         """The inference Config (see values())."""
         from fashion.config import make_config
         values = self.values(**overrides)
-        return make_config(self.image_size, values.pop("NUM_CLASSES"),
+        return make_config(self._side(values), values.pop("NUM_CLASSES"),
                            values.pop("NUM_ATTRIBUTES"), values.pop("BACKBONE", "resnet50"),
                            pretrained=True, **values)
 
@@ -175,11 +179,14 @@ class Run:
 
     def describe(self, config=None):
         """The start-up line: checkpoint, backbone, size and the precision it runs in."""
-        values = self.values() if config is None else {
-            "BACKBONE": config.BACKBONE, "MIXED_PRECISION": config.MIXED_PRECISION}
-        policy = values.get("MIXED_PRECISION") or "float32"
-        return (f"weights {self.checkpoint} ({values.get('BACKBONE', 'resnet50')}, "
-                f"{self.image_size} px, {policy})")
+        if config is None:
+            values = self.values()
+            backbone, side = values.get("BACKBONE", "resnet50"), self._side(values)
+            policy = values.get("MIXED_PRECISION")
+        else:
+            backbone, side = config.BACKBONE, int(config.IMAGE_MAX_DIM)
+            policy = config.MIXED_PRECISION
+        return f"weights {self.checkpoint} ({backbone}, {side} px, {policy or 'float32'})"
 
 
 def data_flags(meta, flags, image_size=None):
