@@ -71,8 +71,9 @@ def run(args):
     train_args, evaluate_args, detect_args = _steps(args)
     trained = train.run(train_args)
     ev = evaluate.run(evaluate_args(trained["checkpoint"]))
-    det = detect.run(detect_args(trained["checkpoint"], _held_out_images(
-        ev["ground_truth"], args.demo_dir, args.overlays)))
+    detecting = detect_args(trained["checkpoint"], _held_out_images(
+        ev["ground_truth"], args.demo_dir, args.overlays))
+    det = detect.run(detecting)
     m = ev["metrics"]
     print("\n===== demo summary =====")
     print(f"training:   {trained['steps']} steps to epoch {trained['epoch']}, "
@@ -83,7 +84,7 @@ def run(args):
           f"AP50 {m['bbox']['AP50']:.4f} | iMat2019 {m['segm']['iMat2019']:.4f}"
           + (f" | AP_iou_f1 {m['segm']['AP_iou_f1']:.4f}" if "AP_iou_f1" in m["segm"] else ""))
     print(f"detections: {det['detections']} on {det['images']} held-out images; "
-          f"overlays in {detect_args.overlays}")
+          f"overlays in {detecting.overlays}")
     print(f"total time: {(time.time() - t0) / 60:.1f} min")
     return {"train": trained, "evaluate": ev, "detect": det}
 
