@@ -4,6 +4,15 @@
 
     python benchmarks/bench_edges.py --minutes 8 --out /tmp/edges
     python benchmarks/bench_edges.py --minutes 1 --train-images 40 --val-images 8  # smoke
+    python benchmarks/bench_edges.py --hard-set --emulate-avx2 --minutes 20
+
+--hard-set: instead of the edge figures, `fashion.py train --weights none --backbone
+resnet18 --image-size 256 --time-budget MINUTES` exactly as a user types it on the hard
+demo set (600 train + 150 val images at 256 px: crowds of small, overlapping garments),
+then `fashion.py evaluate`: segm AP, AP75, boundary AP, AP75 of the default head, and of
+each head in --hard-heads run with `--set MASK_HEAD=...`, one after the other.
+--emulate-avx2 sets ONEDNN_MAX_CPU_ISA=AVX2 (no AVX-512 or bfloat16 kernels, so float32,
+as on an AVX2-only CPU).
 
 Prints the CPU (`lscpu` model name and flags) and one table: head, steps, train
 images/s, segm AP, AP75, boundary AP, boundary AP75, inference ms per image; writes
@@ -203,6 +212,33 @@ def _parallel(a):
     return rows, all_results
 
 
+def hard_set(a):
+    """The 256 px hard demo set, trained as a user types it; prints one row per head."""
+    from benchmarks.fixed_time import hard_demo, run_variants
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if a.emulate_avx2:
+        env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
+    data = hard_demo(os.path.join(a.out, "demo_hard_256"), num_images=750, size=256)
+    variants = {"default": ([], [])}
+    for head in filter(None, a.hard_heads.split(",")):
+        variants[head] = (["--set", f"MASK_HEAD={head}"], [])
+    results = run_variants(variants, data, os.path.join(a.out, "hard"), a.minutes, 256,
+                           "resnet18", concurrent=False, exact=True, env=env)
+    print(f"\nHard demo set, 256 px, ResNet18 from scratch, --time-budget {a.minutes:g}"
+          f"{' (AVX2 emulated)' if a.emulate_avx2 else ''}, one after the other")
+    cols = ["variant", "steps", "img/s", "segm AP", "AP75", "boundary AP", "boundary AP75",
+            "minutes"]
+    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for name, r in results.items():
+        if "error" in r:
+            print(f"| {name} | {r['error']} |")
+            continue
+        print(f"| {name} | {r['steps']} | {r['images_per_second']:.2f} | "
+              f"{r['segm_ap']:.3f} | {r['segm_ap75']:.3f} | {r.get('boundary_ap', float('nan')):.3f}"
+              f" | {r.get('boundary_ap75', float('nan')):.3f} | {r['train_minutes']} |")
+    return results
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=8.0, help="training budget per head")
@@ -216,9 +252,20 @@ def main(argv=None):
                    help="train the heads at the same time, one process each (on a shared "
                         "machine both then see the same load)")
     p.add_argument("--save-results", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--hard-set", action="store_true",
+                   help="the 256 px hard demo set through the CLI (see above)")
+    p.add_argument("--hard-heads", default="",
+                   help="with --hard-set, heads to run besides the default, e.g. matterport")
+    p.add_argument("--emulate-avx2", action="store_true",
+                   help="ONEDNN_MAX_CPU_ISA=AVX2: float32 kernels without AVX-512")
     a = p.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
-    print(f"CPU: {cpu_line()}{' (' + a.label + ')' if a.label else ''}", flush=True)
+    print(f"{cpu_line()}{' (' + a.label + ')' if a.label else ''}"
+          f"{'  [AVX2 emulated: ONEDNN_MAX_CPU_ISA=AVX2]' if a.emulate_avx2 else ''}",
+          flush=True)
+    if a.hard_set:
+        hard_set(a)
+        return
     train, val = EdgeFigures(), EdgeFigures()
     train.load(a.train_images, seed=1)
     val.load(a.val_images, seed=2)

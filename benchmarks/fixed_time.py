@@ -98,7 +98,11 @@ def _finish(name, eval_flags, data_dir, out_dir, t0, root=None, env=None):
         with open(os.path.join(out, "metrics.json")) as f:
             metrics = json.load(f)
         result.update(segm_ap50=metrics["segm"]["AP50"], segm_ap=metrics["segm"]["AP"],
+                      segm_ap75=metrics["segm"]["AP75"],
                       bbox_ap50=metrics["bbox"]["AP50"], checkpoint=ckpt.group(1))
+        if "boundary" in metrics:
+            result.update(boundary_ap=metrics["boundary"]["AP"],
+                          boundary_ap75=metrics["boundary"]["AP75"])
     except (OSError, KeyError, ValueError) as e:
         result["error"] = f"evaluation failed ({e}); see {d}/eval.log"
     return result

@@ -131,8 +131,10 @@ class Config:
     # Mask head: "matterport" (MASK_SHAPE probabilities per box, matterport's head and
     # weights) or "pointrend": the same head's mask as a coarse prediction, refined by a
     # point head at the most uncertain points up to MASK_OUTPUT_SIZE x MASK_OUTPUT_SIZE
-    # (mrcnn/heads/pointrend.py). Give PointRend mini-masks at least as fine as its
-    # training targets (MINI_MASK_SHAPE >= 4 x MASK_SHAPE, or USE_MINI_MASK = False).
+    # (mrcnn/heads/pointrend.py). matterport's layout keeps "matterport"; LAYOUT "scaled"
+    # (from scratch, ImageNet backbones, ResNet18, EfficientNet) picks "pointrend" unless
+    # set here. With PointRend a MINI_MASK_SHAPE left at its default is raised to its
+    # training targets' size (4 x MASK_SHAPE); one set by hand is kept.
     MASK_HEAD = "matterport"
     # Side of PointRend's refined mask: MASK_SHAPE times a power of 2 (e.g. 112, 224).
     MASK_OUTPUT_SIZE = 112
@@ -246,8 +248,9 @@ class Config:
                                          self.IMAGE_CHANNEL_COUNT])
         # the layout is defined once, in mrcnn/meta.py
         self.IMAGE_META_SIZE = meta_size(self.NUM_CLASSES)
-        from mrcnn.layout import apply_scaled_defaults
+        from mrcnn.layout import apply_scaled_defaults, fit_mini_masks
         apply_scaled_defaults(self, Config)
+        fit_mini_masks(self, Config)
         self.validate()
 
     # ------------------------------------------------------------------ validation

@@ -14,6 +14,9 @@ EfficientNet-Bn takes row n, as EfficientDet-Dn), whose columns give
     MASK_HEAD_CONVS            the row's count of mask convolutions
     ATTRIBUTE_FC_SIZE          2 x the width (matterport-era 512 : 256)
     POINTREND_FC_SIZE          the width (PointRend's 256 at matterport's 256)
+    MASK_HEAD                  "pointrend" (matterport's layout keeps "matterport"):
+                               masks refined to MASK_OUTPUT_SIZE along the edges,
+                               with mini-masks as fine as its training targets
     TRAIN_ROIS_PER_IMAGE       the row's share of the image size's ROI count
                                (mrcnn.config_io.size_settings: more ROIs for
                                larger images, as matterport's 200 at 1024 px)
@@ -52,7 +55,10 @@ MATTERPORT = {"TOP_DOWN_PYRAMID_SIZE": 256, "RPN_CONV_DEPTH": 512,
               "MASK_HEAD_CONVS": 4}
 # The attributes a layout decides (ROI counts come from the image size, then the row).
 SIZED = tuple(MATTERPORT) + ("ATTRIBUTE_FC_SIZE", "TRAIN_ROIS_PER_IMAGE",
-                             "POINTREND_FC_SIZE")
+                             "POINTREND_FC_SIZE", "MASK_HEAD")
+# The scaled layout's mask head: on the 512 px edge benchmark (docs/benchmarks.md)
+# PointRend's boundary AP was several times the 28x28 head's at equal training time.
+SCALED_MASK_HEAD = "pointrend"
 
 
 def efficientnet_variant(backbone):
@@ -97,7 +103,7 @@ def scaled_sizes(backbone, train_rois=200):
     return {"TOP_DOWN_PYRAMID_SIZE": w, "RPN_CONV_DEPTH": w,
             "FPN_CLASSIF_FC_LAYERS_SIZE": 4 * w, "MASK_HEAD_DEPTH": w,
             "MASK_HEAD_CONVS": MASK_CONVS[row], "ATTRIBUTE_FC_SIZE": 2 * w,
-            "POINTREND_FC_SIZE": w,
+            "POINTREND_FC_SIZE": w, "MASK_HEAD": SCALED_MASK_HEAD,
             "TRAIN_ROIS_PER_IMAGE": max(32, int(round(train_rois * ROI_SHARE[row])))}
 
 
@@ -121,16 +127,33 @@ def apply_scaled_defaults(config, base_class):
     sizes = scaled_sizes(config.BACKBONE, config.TRAIN_ROIS_PER_IMAGE)
     applied = {name: size for name, size in sizes.items()
                if not set_by_user(config, name, base_class)
-               or (name == "TRAIN_ROIS_PER_IMAGE" and _from_image_size(config))}
+               or (name == "TRAIN_ROIS_PER_IMAGE" and _from_image_size(config, name))}
     for name, size in applied.items():
         setattr(config, name, size)
     return applied
 
 
-def _from_image_size(config):
-    """True when TRAIN_ROIS_PER_IMAGE was set by the image size, not by the user
+def fit_mini_masks(config, base_class):
+    """PointRend learns from ground truth cropped at config.mask_target_shape() (up to
+    4x MASK_SHAPE): mini-masks coarser than that would blur its targets, so a
+    MINI_MASK_SHAPE the user did not set (or that came from the image size) is raised
+    to it. Returns the shape set, or None."""
+    if getattr(config, "MASK_HEAD", "matterport") != "pointrend" or not config.USE_MINI_MASK:
+        return None
+    name = "MINI_MASK_SHAPE"
+    if set_by_user(config, name, base_class) and not _from_image_size(config, name):
+        return None
+    target = config.mask_target_shape()
+    if all(int(m) >= t for m, t in zip(config.MINI_MASK_SHAPE, target)):
+        return None
+    config.MINI_MASK_SHAPE = tuple(target)
+    return config.MINI_MASK_SHAPE
+
+
+def _from_image_size(config, name):
+    """True when `name` was set by the image size, not by the user
     (mrcnn.config_io.size_settings marks its values)."""
-    return "TRAIN_ROIS_PER_IMAGE" in getattr(config, "_SIZE_SETTINGS", ())
+    return name in getattr(config, "_SIZE_SETTINGS", ())
 
 
 def sizes_in_weights(shapes):
@@ -151,6 +174,8 @@ def sizes_in_weights(shapes):
     if point:                                         # fc1 kernel [P2 + classes, fc]
         out["MASK_HEAD"], out["POINTREND_FC_SIZE"] = "pointrend", int(point[0][1])
         out["POINTREND_FC_LAYERS"] = (len(point) - 2) // 2
+    elif convs:                                       # a mask head without a point head
+        out["MASK_HEAD"] = "matterport"
     attr = shapes.get("mrcnn_attr_fc")
     if attr:                                          # kernel [fc, attribute fc]
         out["ATTRIBUTE_FC_SIZE"] = int(attr[0][1])
