@@ -130,3 +130,33 @@ def test_a_weight_file_tells_its_sizes(matterport_layout_file):
     model = MaskRCNN("inference", c, "/tmp/unused_logs")
     report = model.load_weights(matterport_layout_file, by_name=True)
     assert "rpn_conv_shared" in report["loaded"] and not report["skipped"]
+
+
+def test_scaled_layout_builds_pointrend_and_matterports_keeps_its_head():
+    """The sized-to-the-job layout's mask head is PointRend (docs/mask_heads.md), with
+    mini-masks raised to its training targets; matterport's layout, a head set by hand,
+    mini-masks set by hand and a checkpoint's own head all win."""
+    from fashion.config import make_config, weights_layout
+    from mrcnn.layout import sizes_in_weights
+    scratch = make_config(256, 47, 0, "resnet18", pretrained=False, **weights_layout("none"))
+    assert scratch.MASK_HEAD == "pointrend" and scratch.MINI_MASK_SHAPE == (112, 112)
+    assert scratch.mask_output_shape() == (112, 112, 1)
+    small = make_config(128, 47, 0, "resnet18", pretrained=False, **weights_layout("none"))
+    assert small.MASK_SHAPE == [14, 14] and small.MINI_MASK_SHAPE == (56, 56)
+    coco = make_config(1024, 47, 0, "resnet101", **weights_layout("coco"))
+    assert coco.MASK_HEAD == "matterport" and coco.MINI_MASK_SHAPE == (56, 56)
+    asked = make_config(256, 47, 0, "resnet18", pretrained=False, MASK_HEAD="matterport",
+                        **weights_layout("none"))
+    assert asked.MASK_HEAD == "matterport" and asked.MINI_MASK_SHAPE == (28, 28)
+    kept = make_config(256, 47, 0, "resnet18", pretrained=False, MINI_MASK_SHAPE=(64, 64))
+    assert kept.MASK_HEAD == "pointrend" and kept.MINI_MASK_SHAPE == (64, 64)
+
+    class Library(Config):                      # the library alone, no fashion defaults
+        NUM_CLASSES = 2
+        BACKBONE = "efficientnet-b0"
+    assert Library().MASK_HEAD == "pointrend" and Library().MINI_MASK_SHAPE == (112, 112)
+    # a checkpoint's head: the mask convolutions without a point head are the 28x28 head
+    convs = {"mrcnn_mask_conv1": [(3, 3, 64, 64)], "mrcnn_mask_conv2": [(3, 3, 64, 64)]}
+    assert sizes_in_weights(convs)["MASK_HEAD"] == "matterport"
+    point = dict(convs, mrcnn_point_head=[(112, 64), (64,), (64, 64), (64,), (64, 47), (47,)])
+    assert sizes_in_weights(point)["MASK_HEAD"] == "pointrend"
