@@ -27,5 +27,12 @@ def test_demo_runs_every_stage_and_prints_its_summary(tmp_path):
     with open(results / "metrics.json") as f:
         metrics = json.load(f)
     assert {"segm", "boundary", "bbox"} <= set(metrics), list(metrics)
+    # One line per detection (a model trained one step may find any number), each a
+    # COCO result of one of the two pictured images.
     with open(results / "detections.jsonl") as f:
-        assert len(f.read().splitlines()) == 2
+        rows = [json.loads(line) for line in f.read().splitlines()]
+    for row in rows:
+        assert {"image_id", "category_id", "bbox", "score", "segmentation"} <= set(row), row
+    assert {r["image_id"] for r in rows} <= {n[:-len(".png")] for n in overlays}, \
+        ([r["image_id"] for r in rows], overlays)
+    assert f"detections: {len(rows)} on 2 held-out images" in summary, summary

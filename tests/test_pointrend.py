@@ -58,6 +58,14 @@ def test_roi_points_and_uncertain_indices():
                                [[0.2, 0.1], [0.6, 0.5], [0.4, 0.2]], atol=1e-6)
     logits = tf.constant([[3.0, -0.1, 2.0, 0.05, -4.0]])
     assert point_ops.most_uncertain(logits, 2).numpy().tolist() == [[3, 1]]
+    # |logit| differences below the key's step (2^-18 of a logit for 8 cells) tie, and
+    # so do logits beyond the cap; tied cells come in a fixed scrambled order, the same
+    # on every call. Every key is distinct, so a top-k of any k is the same set.
+    tied = tf.constant([[0.5, -0.25, 0.25, 100.0, -0.25, -30.0, 1e-9, 0.0]])
+    order = point_ops.most_uncertain(tied, 8).numpy()[0].tolist()
+    assert set(order[:2]) == {6, 7} and set(order[2:5]) == {1, 2, 4} and order[5] == 0
+    assert set(order[6:]) == {3, 5}
+    assert point_ops.most_uncertain(tied, 8).numpy()[0].tolist() == order
     np.testing.assert_allclose(point_ops.grid_points(tf.constant([[5]]), 4).numpy(),
                                [[[0.375, 0.375]]])
 

@@ -64,7 +64,7 @@ def molded_fn(model):
     """(tf.function on (molded images [1, S, S, 3], image_meta [1, META]) -> the IR's
     outputs, its input specs)."""
     import tensorflow as tf
-    from mrcnn.export.serving import run_model
+    from mrcnn.export.serving import detected_class_masks, run_model
     config = model.config
     side = int(config.IMAGE_MAX_DIM)
     specs = [tf.TensorSpec([1, side, side, 3], tf.float32, name=INPUTS[0]),
@@ -72,9 +72,7 @@ def molded_fn(model):
 
     def molded(images, image_meta):
         det, masks, attrs = run_model(model.keras_model, config, images, image_meta)
-        class_ids = tf.cast(det[0, :, 4], tf.int32)                     # [D]
-        rows = tf.stack([tf.range(tf.shape(class_ids)[0]), class_ids], axis=1)
-        masks = tf.gather_nd(tf.transpose(masks[0], [0, 3, 1, 2]), rows)[None]  # [1, D, h, w]
+        masks = detected_class_masks(masks, tf.cast(det[..., 4], tf.int32))  # [1, D, h, w]
         out = {"detections": det, "detection_masks": masks}
         if attrs is not None:
             out["detection_attributes"] = attrs
@@ -170,9 +168,15 @@ def stable_topk(ov_model):
     RPN scores meets such ties (saturated scores round to one float32 value), so the
     proposals kept, then NMS's choices, then a detection's box and score, could
     differ from TensorFlow's at full float32 precision (a box off by 11 px and a score
-    by 0.08 on a 256 px ResNet18 run's probe image)."""
+    by 0.08 on a 256 px ResNet18 run's probe image).
+
+    A stable TopK costs OpenVINO's CPU plugin ~100x an unstable one, so the TopKs of
+    keys that are unique by construction (PointRend's choice of cells, named
+    ``mrcnn.ops.points.UNIQUE_KEYS_TOPK``) are left as they are."""
+    from mrcnn.ops.points import UNIQUE_KEYS_TOPK
     for node in ov_model.get_ordered_ops():
-        if node.get_type_name() == "TopK" and "stable" in node.get_attributes():
+        if node.get_type_name() == "TopK" and "stable" in node.get_attributes() \
+                and UNIQUE_KEYS_TOPK not in node.get_friendly_name():
             node.set_attribute("stable", True)
     ov_model.validate_nodes_and_infer_types()
     return ov_model

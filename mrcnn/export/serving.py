@@ -93,6 +93,16 @@ def _model_one(model, config, molded, meta, anchors, raw_out=None):
     return out
 
 
+def detected_class_masks(masks, class_ids):
+    """Each detection's mask of its own class: masks [B, D, h, w, C] (matterport's head,
+    one map per class) or [B, D, S, S, 1] (PointRend: the detected class's map already)
+    and class_ids [B, D] -> [B, D, h, w]."""
+    if masks.shape[-1] == 1:
+        return masks[..., 0]
+    return tf.gather(tf.transpose(masks, [0, 1, 4, 2, 3]), tf.maximum(class_ids, 0),
+                     axis=2, batch_dims=2)
+
+
 def run_model(model, config, molded, metas, raw_out=None):
     """The model on each image of a batch in turn -> detections [B, D, 6], mrcnn_mask
     [B, D, h, w, C] and attributes [B, D, NA] (or None); raw_out (one image only)
@@ -129,11 +139,7 @@ def serving_outputs(model, config, molded, metas, ties=False):
     # ... whose pixel boxes have a positive area.
     area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
     keep = valid & (area > 0)
-    if masks.shape[-1] == 1:                    # PointRend: the detected class's mask
-        masks = masks[..., 0]                                           # [B, D, S, S]
-    else:
-        masks = tf.gather(tf.transpose(masks, [0, 1, 4, 2, 3]), tf.maximum(class_ids, 0),
-                          axis=2, batch_dims=2)                         # [B, D, h, w]
+    masks = detected_class_masks(masks, class_ids)                      # [B, D, h, w]
     tensors = [det, masks] + ([attrs] if attrs is not None else [])
     if ties:
         from mrcnn.export.ties import tie_outputs

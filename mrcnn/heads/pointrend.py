@@ -99,23 +99,34 @@ class PointRendHead(layers.Layer):
         coarse, ids_or_dets, rois, p2 = inputs
         coarse = tf.cast(coarse, tf.float32)            # [B, R, h, w, C] probabilities
         rois = tf.cast(rois, tf.float32)                # [B, R, 4] normalised
-        shape = tf.shape(coarse)
-        b, r, h = shape[0], shape[1], coarse.shape[2]
-        flat = tf.reshape(coarse, tf.stack([-1, h, h, self.num_classes]))   # [N, h, h, C]
-        rows = tf.repeat(tf.range(b), r)                                    # [N] image index
-        if self.mode == "inference":
-            class_ids = tf.cast(ids_or_dets[:, :r, 4], tf.int32)            # [B, R]
-        else:
-            class_ids = tf.cast(ids_or_dets, tf.int32)                      # [B, R]
-        class_ids = tf.reshape(class_ids, [-1])                             # [N]
-        rois_flat = tf.reshape(rois, [-1, 4])
+        b, r = tf.shape(coarse)[0], tf.shape(coarse)[1]
         if self.mode == "training":
+            class_ids = tf.cast(ids_or_dets, tf.int32)                      # [B, R]
+            flat, class_ids, rois_flat, rows = self._rows(coarse, class_ids, rois)
             logits, pts = self._train(flat, class_ids, rois_flat, rows, p2)
             return (tf.reshape(logits, tf.stack([b, r, self.train_points])),
                     tf.reshape(pts, tf.stack([b, r, self.train_points, 2])))
+        # The detection layer puts an image's detections first and pads with zero rows:
+        # only the rows up to the last detection of any image are refined (at least one,
+        # so that no tensor is empty), and the rest of the output is zeros. With a few
+        # garments among DETECTION_MAX_INSTANCES rows this is most of the head's work.
+        class_ids = tf.cast(ids_or_dets[:, :r, 4], tf.int32)                # [B, R]
+        position = tf.range(1, r + 1)[None, :] * tf.cast(class_ids > 0, tf.int32)
+        keep = tf.maximum(tf.reduce_max(position), 1)
+        flat, class_ids, rois_flat, rows = self._rows(
+            coarse[:, :keep], class_ids[:, :keep], rois[:, :keep])
         fine = self._subdivide(flat, class_ids, rois_flat, rows, p2)       # [N, S, S]
         s = self.output_size
-        return tf.reshape(tf.sigmoid(fine), tf.stack([b, r, s, s, 1]))
+        fine = tf.reshape(tf.sigmoid(fine), tf.stack([b, keep, s, s, 1]))
+        return tf.pad(fine, tf.stack([[0, 0], [0, r - keep], [0, 0], [0, 0], [0, 0]]))
+
+    def _rows(self, coarse, class_ids, rois):
+        """[B, R', ...] inputs -> one row per box: coarse [N, h, h, C], class ids [N],
+        rois [N, 4] and each row's image index [N] (N = B * R')."""
+        h = coarse.shape[2]
+        flat = tf.reshape(coarse, tf.stack([-1, h, h, self.num_classes]))
+        rows = tf.repeat(tf.range(tf.shape(coarse)[0]), tf.shape(coarse)[1])
+        return flat, tf.reshape(class_ids, [-1]), tf.reshape(rois, [-1, 4]), rows
 
     def _train(self, coarse, class_ids, rois, rows, p2):
         """Training points [N, P, 2] and the class's logits there [N, P]."""
@@ -145,7 +156,7 @@ class PointRendHead(layers.Layer):
             logits = point_ops.upsample2x(logits)                         # [N, 2s, 2s]
             side *= 2
             k = min(self.subdivision_points, side * side)
-            flat = tf.reshape(logits, tf.stack([n, side * side]))
+            flat = tf.reshape(logits, [-1, side * side])                  # static cells
             idx = point_ops.most_uncertain(flat, k)                       # [N, k]
             pts = point_ops.grid_points(idx, side)                        # [N, k, 2]
             fine, coarse_at = self._features(pts, rois, rows, coarse, p2)
