@@ -90,18 +90,24 @@ def test_openvino_export_matches_detect(bench, float_model):
     print(f"\nparity openvino: {figures}")
     assert figures["detections"] > 0 and figures["score"] <= 1e-4
     # float32 all the way: f32 weights in model.xml, f32 inference, divisions kept as
-    # divisions and stable top-k (both decide which pixels and proposals a box gets)
+    # divisions and stable top-k (both decide which pixels and proposals a box gets),
+    # but for PointRend's top-k of keys that cannot tie (a stable one is ~100x slower)
     import openvino as ov
     from mrcnn.export.openvino import NONCONVERTIBLE_DIVIDE, compile_model
     ir = ov.Core().read_model(str(bench[0] / "exports" / "openvino" / "model.xml"))
     real = {op.get_output_element_type(0).get_type_name() for op in ir.get_ops()
             if op.get_type_name() == "Constant" and op.get_output_element_type(0).is_real()}
     assert real == {"f32"}, real
-    topk = [op.get_attributes()["stable"] for op in ir.get_ops() if op.get_type_name() == "TopK"]
-    assert topk and all(topk), topk
+    from mrcnn.ops.points import UNIQUE_KEYS_TOPK
+    topk = {op.get_friendly_name(): op.get_attributes()["stable"] for op in ir.get_ops()
+            if op.get_type_name() == "TopK"}
+    unique = {name for name in topk if UNIQUE_KEYS_TOPK in name}
+    assert float_model[0].config.MASK_HEAD != "pointrend" or len(unique) == 3, topk
+    assert all(topk[name] == (name not in unique) for name in topk), topk
     compiled = compile_model(ir)
     assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) in ("<Type: 'float32'>", "f32")
-    divides = [op for op in ir.get_ops() if op.get_type_name() == "Divide"]
+    divides = [op for op in ir.get_ops() if op.get_type_name() == "Divide"
+               and op.get_output_element_type(0).is_real()]     # not PointRend's cell // side
     assert divides and all(NONCONVERTIBLE_DIVIDE in op.get_rt_info() for op in divides)
 
 
