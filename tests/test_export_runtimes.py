@@ -64,10 +64,15 @@ def test_benchmark_writes_table_csv_and_chart(bench):
         assert 0 < float(row["median_ms"]) <= float(row["p90_ms"]), row
         assert float(row["images_per_s"]) > 0 and 0 <= float(row["segm_AP"]) <= 1, row
     assert rows["tf"]["parity"] == "reference"
-    for fmt in ("onnx", "openvino"):                       # every detection matched
-        done, total = map(int, re.match(r"(\d+)/(\d+) matched", rows[fmt]["parity"])
-                          .groups()) if "matched" in rows[fmt]["parity"] else (1, 1)
-        assert done == total, rows[fmt]
+    for fmt in ("onnx", "openvino"):   # every detection matched, its mask too
+        found = re.fullmatch(r"(\d+)/(\d+) matched, scores within (\S+), boxes within "
+                             r"(\S+) px, mask IoU >= (\S+)", rows[fmt]["parity"])
+        if found:
+            done, total, score, box, iou = found.groups()
+            assert int(done) == int(total) and float(score) <= 1e-4 and float(box) <= 0.5 \
+                and float(iou) >= 0.99, rows[fmt]
+        else:
+            assert re.fullmatch(r"exact \(\d+ detections\)", rows[fmt]["parity"]), rows[fmt]
     for fmt in ("openvino-int8",):
         assert re.fullmatch(r"segm AP [+-]\d\.\d{4}", rows[fmt]["parity"]), rows[fmt]
     assert float(rows["tf"]["segm_AP"]) > 0.05      # the trained model finds things

@@ -8,6 +8,7 @@ travels with it. The model is built in float32 for the export (ONNX, OpenVINO an
 TFLite have no bfloat16 convolution that matches TensorFlow's).
 """
 import argparse
+import json
 import os
 
 from fashion.cli_args import FORMATS, add_model_args
@@ -139,5 +140,21 @@ def run(args):
         raise CLIError(str(e)) from None
     kind = f"int8 {args.export_format}" if args.int8 else args.export_format
     print(f"{kind} export of {weights} -> {path}")
+    _note_empty_self_check(path)
     return {"path": path, "format": args.export_format, "weights": weights,
             "int8": info if args.int8 else None}
+
+
+def _note_empty_self_check(path):
+    """One line when the converted model's self-check compared no detection (a model that
+    finds nothing on the synthetic probe images): boxes and masks went unchecked."""
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    labels = os.path.join(folder, "labels.json")
+    if not os.path.isfile(labels):
+        return
+    with open(labels, encoding="utf-8") as f:
+        check = json.load(f).get("self_check") or {}
+    if check.get("images") and not check.get("matched"):
+        print(f"note: the model found nothing on the self-check's {check['images']} probe "
+              "images, so no box or mask was compared; `fashion.py benchmark --weights ... "
+              "--formats tf,<format>` compares them on val images.")
