@@ -123,6 +123,9 @@ def quantize_openvino(xml_path, out_dir, images, config, keep_float=FLOAT32_LAYE
     return patterns
 
 
+FLOAT_FILES = {"onnx": "model.onnx", "openvino": "model.xml"}
+
+
 def _float_export(model, directory, fmt, names):
     """The checked float32 export in directory -> (model file, run(image))."""
     from mrcnn.export import export
@@ -140,22 +143,29 @@ def runner(fmt, path, config=None):
 
 
 def export_int8(model, path, fmt, calibration_images, evaluate, max_drop=0.01,
-                force=False, keep_float=FLOAT32_LAYERS, report=print, **names):
+                force=False, keep_float=FLOAT32_LAYERS, report=print, float_export=None,
+                **names):
     """Quantizes model's float32 `fmt` export ("onnx" or "openvino") on
     calibration_images, evaluates both with evaluate(run), and writes the int8 export
     (model file + labels.json with the figures under "int8") to path when its score is
     at most max_drop below float32's, or with force. names: class_names,
-    attribute_names, metadata as for export(). Returns a dict: float32, int8,
-    difference, max_drop, calibration_images, kept_float32, written, forced, path.
-    Raises QuantizationRefused (nothing written) otherwise."""
+    attribute_names, metadata as for export(). float_export: the directory of this
+    model's checked float32 `fmt` export when one was just written (`benchmark` has
+    one), used instead of converting and checking the model again. Returns a dict:
+    float32, int8, difference, max_drop, calibration_images, kept_float32, written,
+    forced, path. Raises QuantizationRefused (nothing written) otherwise."""
     if fmt not in ("onnx", "openvino"):
         raise ExportError(f"int8 exports are made for onnx and openvino, not {fmt}.")
     if not len(calibration_images):
         raise ExportError("int8 quantization needs calibration images; none were given.")
     work = tempfile.mkdtemp(prefix="int8.")
     try:
-        float_path, float_run = _float_export(model, os.path.join(work, "float32"), fmt,
-                                              names)
+        if float_export is not None:
+            float_path = os.path.join(float_export, FLOAT_FILES[fmt])
+            float_run = runner(fmt, float_path, model.config)
+        else:
+            float_path, float_run = _float_export(model, os.path.join(work, "float32"),
+                                                  fmt, names)
         int8_dir = os.path.join(work, "int8")
         os.makedirs(int8_dir)
         if fmt == "onnx":
