@@ -159,10 +159,12 @@ def test_int8_export_prints_both_aps_and_writes_within_the_guard(trained, tmp_pa
         assert code == 2 and not out.exists() and "--force" in err, err
 
 
-def test_int8_guard_refuses_a_quantization_that_loses_accuracy(trained, float_model,
+def test_int8_guard_refuses_a_quantization_that_loses_accuracy(trained, float_model, bench,
                                                               tmp_path):
     """Calibrated on black images, the activation ranges are far too narrow: the int8
-    model loses about 0.1 segm AP here (0.18 -> 0.06 when this test was written)."""
+    model loses about 0.1 segm AP here (0.18 -> 0.06 when this test was written). It
+    quantizes the benchmark's checked float32 ONNX export of the same checkpoint, as
+    `benchmark` does (test_int8_export_prints_both_aps... converts its own)."""
     from fashion.commands.export_eval import evaluate, export_detector, val_split
     from fashion.cli_args import command_args
     from fashion.commands import export as export_cmd
@@ -175,7 +177,8 @@ def test_int8_guard_refuses_a_quantization_that_loses_accuracy(trained, float_mo
     with pytest.raises(QuantizationRefused) as refused:
         export_int8(model, str(tmp_path / "bad"), "onnx", black,
                     lambda r: evaluate(export_detector(r), dataset, ids, meta)["segm_AP"],
-                    report=printed.append, class_names=meta["class_names"])
+                    report=printed.append, class_names=meta["class_names"],
+                    float_export=str(bench[0] / "exports" / "onnx"))
     info = refused.value.info
     assert info["difference"] < -0.01 and not info["written"], info
     assert "not written" in str(refused.value) and not (tmp_path / "bad").exists()
