@@ -35,11 +35,12 @@ def missing_binaries():
 
 
 def free_port_range(count):
-    """``count`` consecutive ports that are free now (first, last)."""
-    for _ in range(50):
-        first = free_port()
-        if first + count > 65535:
-            continue
+    """``count`` consecutive ports that are free now (first, last), below the kernel's
+    ephemeral range: srun listens for its tasks' I/O on ephemeral ports, and one of them
+    inside the reserved range took a worker's gRPC port (the worker could not start its
+    server, its peer then spoke gRPC to srun: "Insane message length")."""
+    low = _ephemeral_low()
+    for first in range(max(1024, low - 16 * count * 64), low - count, count):
         try:
             ports = [_bound(first + i) for i in range(count)]
         except OSError:
@@ -47,7 +48,16 @@ def free_port_range(count):
         for sock in ports:
             sock.close()
         return first, first + count - 1
-    raise RuntimeError(f"no {count} consecutive free ports found")
+    raise RuntimeError(f"no {count} consecutive free ports found below {low}")
+
+
+def _ephemeral_low():
+    """The lowest port the kernel hands out to unbound sockets (Linux default 32768)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _bound(port):
