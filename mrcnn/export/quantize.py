@@ -26,6 +26,7 @@ import numpy as np
 
 from mrcnn.export.extras import require
 from mrcnn.export.metadata import ExportError
+from mrcnn.export.runtime import MODEL_FILES
 from mrcnn.fileio import atomic_directory, write_json
 
 FLOAT32_LAYERS = ("rpn_class_raw", "rpn_bbox_pred", "mrcnn_class_logits", "mrcnn_bbox_fc",
@@ -123,9 +124,6 @@ def quantize_openvino(xml_path, out_dir, images, config, keep_float=FLOAT32_LAYE
     return patterns
 
 
-FLOAT_FILES = {"onnx": "model.onnx", "openvino": "model.xml"}
-
-
 def _float_export(model, directory, fmt, names):
     """The checked float32 export in directory -> (model file, run(image))."""
     from mrcnn.export import export
@@ -161,7 +159,7 @@ def export_int8(model, path, fmt, calibration_images, evaluate, max_drop=0.01,
     work = tempfile.mkdtemp(prefix="int8.")
     try:
         if float_export is not None:
-            float_path = os.path.join(float_export, FLOAT_FILES[fmt])
+            float_path = os.path.join(float_export, MODEL_FILES[fmt])
             float_run = runner(fmt, float_path, model.config)
         else:
             float_path, float_run = _float_export(model, os.path.join(work, "float32"),
