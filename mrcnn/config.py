@@ -371,6 +371,9 @@ class Config:
             self._fail(f"MASK_OUTPUT_SIZE is {out!r}; PointRend doubles the coarse "
                        f"{side}x{side} mask per step, so use {side} times a power of 2 "
                        f"(e.g. {4 * side}).")
+        if out > 1024:      # mrcnn.ops.points.most_uncertain ranks up to 2^20 cells
+            self._fail(f"MASK_OUTPUT_SIZE is {out}; PointRend refines masks of at most "
+                       "1024x1024, so use 1024 or less (e.g. 224).")
         for name in ("POINTREND_FC_LAYERS", "POINTREND_FC_SIZE", "POINTREND_TRAIN_POINTS",
                      "POINTREND_SUBDIVISION_POINTS"):
             v = getattr(self, name)

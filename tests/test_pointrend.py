@@ -110,6 +110,13 @@ def test_config_checks_name_the_key_and_the_fix():
     with pytest.raises(ConfigError, match="MASK_OUTPUT_SIZE is 100.*e.g. 112"):
         Bad()
 
+    class Huge(Config):
+        NUM_CLASSES = 2
+        MASK_HEAD = "pointrend"
+        MASK_OUTPUT_SIZE = 28 * 128
+    with pytest.raises(ConfigError, match="MASK_OUTPUT_SIZE is 3584.*1024 or less"):
+        Huge()
+
     class Unknown(Config):
         NUM_CLASSES = 2
         MASK_HEAD = "fine"
