@@ -12,6 +12,8 @@ demo set (600 train + 150 val images at 256 px: crowds of small, overlapping gar
 then `fashion.py evaluate`: segm AP, AP75, boundary AP, AP75 of each head in
 --hard-heads ("default": the command as typed; a MASK_HEAD value: with `--set
 MASK_HEAD=...`), one after the other.
+--figures-set: the same on the demo set of one or two large dressed figures per image
+(600 train + 150 val images at 256 px, the kind the Quick start trains on).
 --emulate-avx2 sets ONEDNN_MAX_CPU_ISA=AVX2 (no AVX-512 or bfloat16 kernels, so float32,
 as on an AVX2-only CPU).
 
@@ -214,17 +216,21 @@ def _parallel(a):
 
 
 def hard_set(a):
-    """The 256 px hard demo set, trained as a user types it; prints one row per head."""
+    """The 256 px hard demo set (or with --figures-set the demo set of large figures),
+    trained as a user types it; prints one row per head."""
     from benchmarks.fixed_time import hard_demo, run_variants
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     if a.emulate_avx2:
         env["ONEDNN_MAX_CPU_ISA"] = "AVX2"
-    data = hard_demo(os.path.join(a.out, "demo_hard_256"), num_images=750, size=256)
+    hard = not a.figures_set
+    name = "demo_hard_256" if hard else "demo_figures_256"
+    data = hard_demo(os.path.join(a.out, name), num_images=750, size=256, hard=hard)
     variants = {head: ([] if head == "default" else ["--set", f"MASK_HEAD={head}"], [])
                 for head in filter(None, a.hard_heads.split(","))}
-    results = run_variants(variants, data, os.path.join(a.out, "hard"), a.minutes, 256,
-                           "resnet18", concurrent=False, exact=True, env=env)
-    print(f"\nHard demo set, 256 px, ResNet18 from scratch, --time-budget {a.minutes:g}"
+    results = run_variants(variants, data, os.path.join(a.out, "hard" if hard else "figures"),
+                           a.minutes, 256, "resnet18", concurrent=False, exact=True, env=env)
+    print(f"\n{'Hard demo set' if hard else 'Demo set of large figures'}, 256 px, ResNet18 "
+          f"from scratch, --time-budget {a.minutes:g}"
           f"{' (AVX2 emulated)' if a.emulate_avx2 else ''}, one after the other")
     cols = ["variant", "steps", "img/s", "segm AP", "AP75", "boundary AP", "boundary AP75",
             "minutes"]
@@ -254,6 +260,9 @@ def main(argv=None):
     p.add_argument("--save-results", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--hard-set", action="store_true",
                    help="the 256 px hard demo set through the CLI (see above)")
+    p.add_argument("--figures-set", action="store_true",
+                   help="as --hard-set, on the demo set of one or two large dressed "
+                        "figures per image (the Quick start's kind) instead of crowds")
     p.add_argument("--hard-heads", default="default",
                    help="with --hard-set, the heads to run one after the other: 'default' "
                         "(no --set) and MASK_HEAD values, e.g. default,matterport")
@@ -264,7 +273,7 @@ def main(argv=None):
     print(f"{cpu_line()}{' (' + a.label + ')' if a.label else ''}"
           f"{'  [AVX2 emulated: ONEDNN_MAX_CPU_ISA=AVX2]' if a.emulate_avx2 else ''}",
           flush=True)
-    if a.hard_set:
+    if a.hard_set or a.figures_set:
         hard_set(a)
         return
     train, val = EdgeFigures(), EdgeFigures()

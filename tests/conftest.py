@@ -43,6 +43,35 @@ class TinyConfig(Config):
     LR_SCHEDULE = "constant"
 
 
+# How scripts/test.sh spreads the suite over two processes (pytest-xdist, --dist
+# loadgroup): each test file is one unit, and files that use the same session-trained
+# model are one unit, so that model is trained once (each process trains its own).
+SHARED_MODEL = {"test_core_model": "tiny_model", "test_efficientnet_model": "tiny_model",
+                "test_run_report": "tiny_run", "test_tta": "tiny_run", "test_tune": "tiny_run"}
+# Units that take longest (about 1-5 minutes each on two cores), longest first: started
+# first, so that no long one is left for the end while the other process has nothing.
+LONGEST_FIRST = ("test_export_runtimes", "test_fashion_cli_formats", "test_distribute",
+                 "tiny_model", "tiny_run", "test_fashion_cli", "test_slurm",
+                 "test_train_eval", "test_robustness", "test_notebooks", "test_export",
+                 "test_demo", "test_export_ties", "test_data_formats")
+
+
+def unit_of(item):
+    """The xdist unit of a test: its file's name, or the name of the model it shares."""
+    module = item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid
+    return SHARED_MODEL.get(module, module)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Marks each test with its unit (xdist_group) and puts the longest units first
+    (a stable sort: the order within a file stays the file's)."""
+    rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(unit_of(item)))
+    items.sort(key=lambda item: rank.get(unit_of(item), len(rank)))
+
+
 @pytest.fixture(scope="session")
 def tiny_config():
     return TinyConfig()

@@ -70,6 +70,7 @@ def test_progress_line_shows_budget_time_and_steps():
     assert clock_text(3725) == "1:02:05"
 
 
+@pytest.mark.alone   # a wall-clock bound: run with the machine to itself
 def test_a_one_minute_budget_ends_within_its_minute_plus_30_s(tmp_path):
     """The CLI from start to exit, evaluation included (the budget counts the start-up,
     the first step's graph building and the final evaluation and checkpoint)."""
