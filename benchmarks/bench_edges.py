@@ -264,8 +264,9 @@ def main(argv=None):
                    help="as --hard-set, on the demo set of one or two large dressed "
                         "figures per image (the Quick start's kind) instead of crowds")
     p.add_argument("--hard-heads", default="default",
-                   help="with --hard-set, the heads to run one after the other: 'default' "
-                        "(no --set) and MASK_HEAD values, e.g. default,matterport")
+                   help="with --hard-set or --figures-set, the heads to run one after the "
+                        "other: 'default' (no --set) and MASK_HEAD values, e.g. "
+                        "default,matterport")
     p.add_argument("--emulate-avx2", action="store_true",
                    help="ONEDNN_MAX_CPU_ISA=AVX2: float32 kernels without AVX-512")
     a = p.parse_args(argv)

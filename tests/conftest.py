@@ -58,7 +58,8 @@ LONGEST_FIRST = ("test_export_runtimes", "test_fashion_cli_formats", "test_distr
 
 def unit_of(item):
     """The xdist unit of a test: its file's name, or the name of the model it shares."""
-    module = item.module.__name__.rsplit(".", 1)[-1] if item.module else item.nodeid
+    module = getattr(item, "module", None)
+    module = module.__name__.rsplit(".", 1)[-1] if module else item.nodeid
     return SHARED_MODEL.get(module, module)
 
 
